@@ -1,0 +1,1 @@
+"""registry_service: the learnware registry (lwdock.registry.v1.RegistryService)."""

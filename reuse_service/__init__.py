@@ -1,0 +1,1 @@
+"""reuse_service: sandboxed learnware runs (lwdock.reuse.v1.ReuseService + KServe v2)."""

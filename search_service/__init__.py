@@ -1,0 +1,1 @@
+"""search_service: indexed learnware search (lwdock.search.v1.SearchService)."""

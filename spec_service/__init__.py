@@ -1,0 +1,1 @@
+"""spec_service: RKME specifications as a gRPC service (lwdock.spec.v1.SpecService)."""

@@ -1,0 +1,80 @@
+"""Configuration from `LWDOCK_*` environment variables (and `.env`), overridable by flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS = {"spec": 50051, "registry": 50052, "search": 50053, "reuse": 50054}
+
+
+class Settings(BaseSettings):
+    """Settings shared by every service; each service reads the ones it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="LWDOCK_", env_file=".env", extra="ignore")
+
+    # Where the suite keeps its state: embedded PostgreSQL, blobs, the local admin token.
+    home: Path = Field(default_factory=lambda: Path.home() / ".lwdock")
+    host: str = "127.0.0.1"
+    # Port of the service being started; None = the service's default, 0 = any free port.
+    port: int | None = None
+    # Prometheus /metrics over HTTP; None = off, 0 = any free port.
+    metrics_port: int | None = None
+
+    # PostgreSQL DSN; unset = the embedded server under `home` (suite) .
+    database_url: str | None = None
+    # Local blob directory; unset = `home`/blobs.
+    blob_dir: Path | None = None
+
+    # Addresses the services use to reach each other.
+    spec_address: str = f"127.0.0.1:{DEFAULT_PORTS['spec']}"
+    registry_address: str = f"127.0.0.1:{DEFAULT_PORTS['registry']}"
+    search_address: str = f"127.0.0.1:{DEFAULT_PORTS['search']}"
+    reuse_address: str = f"127.0.0.1:{DEFAULT_PORTS['reuse']}"
+
+    # Largest message a server accepts (specs are bounded; anything bigger streams).
+    max_receive_message_bytes: int = 64 * 1024 * 1024
+    # Calls beyond this many at once get RESOURCE_EXHAUSTED; None = unlimited.
+    max_concurrent_rpcs: int | None = None
+    # Graceful shutdown: NOT_SERVING for `drain_delay_s`, then `grace_s` for calls in flight.
+    drain_delay_s: float = 0.5
+    grace_s: float = 5.0
+
+    # Token auth: a JSON file of sha256(token) -> {principal, role}; None = no tokens known.
+    tokens_file: Path | None = None
+    # Calls without a token run as "anonymous" (reads in development); off = UNAUTHENTICATED.
+    allow_anonymous: bool = True
+    # Serve reflection to anonymous callers too (grpcurl without a token).
+    reflection_public: bool = True
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # reuse_service: run model code without a sandbox (development only; health reports it).
+    allow_unsandboxed: bool = False
+
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.home / "blobs"
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every service accepts; they override the environment."""
+    parser.add_argument("--host", help="address to bind (LWDOCK_HOST)")
+    parser.add_argument("--port", type=int, help="port to bind, 0 = any (LWDOCK_PORT)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port (LWDOCK_METRICS_PORT)")
+    parser.add_argument("--database-url", help="PostgreSQL DSN (LWDOCK_DATABASE_URL)")
+    parser.add_argument("--home", type=Path, help="state directory (LWDOCK_HOME)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (LWDOCK_LOG_LEVEL)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key in Settings.model_fields
+    }
+    return Settings(**overrides)

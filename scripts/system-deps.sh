@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages the suite and its tests need, installed when missing:
+#   bubblewrap         - the sandbox reuse_service runs learnware code in
+#   protobuf-compiler  - Debian's older protoc (3.21), to prove protos/ compiles with it
+#   nodejs, npm        - the interop test's Node.js gRPC client
+set -euo pipefail
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
