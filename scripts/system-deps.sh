@@ -2,11 +2,14 @@
 # Debian packages the suite and its tests need, installed when missing:
 #   bubblewrap         - the sandbox reuse_service runs learnware code in
 #   protobuf-compiler  - Debian's older protoc (3.21), to prove protos/ compiles with it
+#   libprotobuf-dev    - the well-known types that protoc 3.21 compiles against
 #   nodejs, npm        - the interop test's Node.js gRPC client
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# protoc's own google/protobuf/*.proto (well-known types) for -I /usr/include
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -6,7 +6,6 @@ call kinds; `_wrap` does the plumbing once so each interceptor is only its own l
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -30,6 +29,7 @@ from lwdock.server.context import (
     set_request_id,
 )
 from lwdock.server.status import internal_status_proto, to_grpc_status, to_status_proto
+from lwdock.tokens import hash_token
 
 log = logging.getLogger("lwdock.rpc")
 
@@ -202,10 +202,6 @@ class TokenStore:
         self._mtime: float | None = None
         self._tokens: dict[str, Principal] = {}
 
-    @staticmethod
-    def hash_token(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
     def _reload(self) -> None:
         if self.path is None or not self.path.exists():
             self._tokens = {}
@@ -219,7 +215,7 @@ class TokenStore:
 
     def verify(self, token: str) -> Principal | None:
         self._reload()
-        return self._tokens.get(self.hash_token(token))
+        return self._tokens.get(hash_token(token))
 
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
