@@ -37,6 +37,11 @@ def parse_type(value: str | None) -> SpecType:
         ) from None
 
 
+def _whole(prefix: str) -> str:
+    """The field path of the whole specification, from a prefix like `left.rkme.`."""
+    return prefix.rstrip(".") or "specification"
+
+
 @dataclass
 class RKMESpec:
     """sum_i beta_i k(z_i, .) with k(a, b) = exp(-gamma ||a - b||^2).
@@ -97,7 +102,7 @@ class RKMESpec:
     @classmethod
     def from_reference_dict(cls, data: dict, prefix: str = "") -> RKMESpec:
         if not isinstance(data, dict):
-            raise InvalidArgument.for_field(prefix or "specification", "expected a JSON object")
+            raise InvalidArgument.for_field(_whole(prefix), "expected a JSON object")
         missing = [key for key in ("z", "beta") if key not in data]
         if missing:
             raise InvalidArgument(
@@ -128,7 +133,7 @@ class RKMESpec:
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidArgument.for_field(prefix or "specification", f"not JSON: {exc}") from None
+            raise InvalidArgument.for_field(_whole(prefix), f"not JSON: {exc}") from None
         return cls.from_reference_dict(data, prefix)
 
     def to_reference_dict(self) -> dict:
