@@ -90,15 +90,17 @@ def run_suite(options: SuiteOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
 
+    # Local state first, so nothing can fail between starting PostgreSQL and the `try` that
+    # stops it.
+    blob_dir = home / "blobs"
+    blob_dir.mkdir(exist_ok=True)
+    tokens_file, admin_token_file = ensure_admin_token(home)
     database: EmbeddedPostgres | None = None
     database_url = options.database_url
     if not database_url:
         _say(f"starting embedded PostgreSQL in {home / 'postgres'} ...")
         database = EmbeddedPostgres.start(home / "postgres")
         database_url = database.url
-    blob_dir = home / "blobs"
-    blob_dir.mkdir(exist_ok=True)
-    tokens_file, admin_token_file = ensure_admin_token(home)
 
     addresses = {name: f"{options.host}:{options.ports[name]}" for name in SERVICES}
     env = dict(os.environ)
@@ -115,6 +117,8 @@ def run_suite(options: SuiteOptions) -> int:
     exit_code = 0
     try:
         for name, (module, _) in SERVICES.items():
+            if stopping:
+                break
             processes[name] = subprocess.Popen(
                 [sys.executable, "-m", module, "--host", options.host,
                  "--port", str(options.ports[name])],
