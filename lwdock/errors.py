@@ -63,7 +63,13 @@ class InvalidArgument(LwdockError):
 
     @classmethod
     def for_field(cls, field_path: str, description: str) -> InvalidArgument:
-        return cls(f"{field_path}: {description}", [FieldViolation(field_path, description)])
+        return cls.of([FieldViolation(field_path, description)])
+
+    @classmethod
+    def of(cls, violations: list[FieldViolation], summary: str = "") -> InvalidArgument:
+        """An error whose message lists every violation (after an optional summary)."""
+        listed = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        return cls(f"{summary}: {listed}" if summary else listed, violations)
 
 
 class NotFound(LwdockError):

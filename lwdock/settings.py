@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # spec_service: largest table accepted for a fit (RESOURCE_EXHAUSTED beyond).
+    fit_max_bytes: int = 2 * 1024**3
+    fit_max_rows: int = 20_000_000
+
     # reuse_service: run model code without a sandbox (development only; health reports it).
     allow_unsandboxed: bool = False
 

@@ -57,6 +57,14 @@ def to_numpy(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
+def dtype_code(dtype: np.dtype) -> int:
+    """The DataType of a numeric numpy dtype."""
+    code = _BY_KIND.get((dtype.kind, dtype.itemsize))
+    if code is None:
+        raise InvalidArgument.for_field("tensor.dtype", f"unsupported dtype {dtype}")
+    return code
+
+
 def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
     array = np.asarray(array)
     if array.dtype.kind in "OUS":
@@ -65,8 +73,6 @@ def from_numpy(array: np.ndarray) -> tensor_pb2.Tensor:
             dtype=tensor_pb2.DATA_TYPE_STRING,
             strings=[str(x) for x in array.reshape(-1)],
         )
-    code = _BY_KIND.get((array.dtype.kind, array.dtype.itemsize))
-    if code is None:
-        raise InvalidArgument.for_field("tensor.dtype", f"unsupported dtype {array.dtype}")
+    code = dtype_code(array.dtype)
     little = np.ascontiguousarray(array, dtype=DTYPES[code])
     return tensor_pb2.Tensor(shape=array.shape, dtype=code, data=little.tobytes())

@@ -181,14 +181,14 @@ async def test_unimplemented_streaming_rpc_says_so(channels: dict[str, grpc.aio.
     # A plain iterable: with an async-generator request stream, grpcio 1.85's aio client
     # raises CancelledError (not AioRpcError) when the server ends the call before reading.
     requests = [
-        spec_service_pb2.FitTableSpecificationRequest(
-            config=spec_resources_pb2.TableFitConfig(gamma=0.1)
+        spec_service_pb2.FitImageSpecificationRequest(
+            config=spec_resources_pb2.ImageFitConfig(reduced_set_size=10)
         )
     ]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.FitTableSpecification(iter(requests), timeout=10)
+        await stub.FitImageSpecification(iter(requests), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "FitTableSpecification" in caught.value.details()
+    assert "FitImageSpecification" in caught.value.details()
 
 
 async def test_request_id_is_accepted_and_echoed(channels: dict[str, grpc.aio.Channel]) -> None:

@@ -105,9 +105,9 @@ class RKMESpec:
             raise InvalidArgument.for_field(_whole(prefix), "expected a JSON object")
         missing = [key for key in ("z", "beta") if key not in data]
         if missing:
-            raise InvalidArgument(
-                f"specification lacks {', '.join(missing)}",
+            raise InvalidArgument.of(
                 [FieldViolation(f"{prefix}{key}", "required") for key in missing],
+                "incomplete specification",
             )
         try:
             z = np.asarray(data["z"], dtype=np.float64)

@@ -1,0 +1,45 @@
+"""Reading a fit request stream: config first, then a tensor header, then raw chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from lwdock.errors import InvalidArgument
+from lwdock.streams import TensorAssembler
+
+
+async def read_tensor_stream(
+    requests: AsyncIterator[Any],
+    *,
+    config_field: str,
+    max_bytes: int,
+    max_rows: int,
+    ndim: tuple[int, ...],
+) -> tuple[Any, np.ndarray]:
+    """(config message, array) from a `oneof message {config, header, chunk}` stream."""
+    config: Any = None
+    assembler: TensorAssembler | None = None
+    async for request in requests:
+        kind = request.WhichOneof("message")
+        if kind == config_field:
+            if config is not None or assembler is not None:
+                raise InvalidArgument.for_field(config_field, "must be the first message, once")
+            config = getattr(request, config_field)
+        elif kind == "header":
+            if assembler is not None:
+                raise InvalidArgument.for_field("header", "sent twice")
+            assembler = TensorAssembler(
+                request.header, "header", max_bytes=max_bytes, max_rows=max_rows, ndim=ndim
+            )
+        elif kind == "chunk":
+            if assembler is None:
+                raise InvalidArgument.for_field("chunk", "data before the header")
+            assembler.add(request.chunk)
+        else:
+            raise InvalidArgument.for_field("message", "empty message in the stream")
+    if assembler is None:
+        raise InvalidArgument.for_field("header", "the stream has no tensor header")
+    return config, assembler.finish()
