@@ -6,6 +6,7 @@ call kinds; `_wrap` does the plumbing once so each interceptor is only its own l
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -125,7 +126,7 @@ def _code_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> 
         return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode(code)
     if error is None:
         return grpc.StatusCode.OK
-    if isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+    if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 
