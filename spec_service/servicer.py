@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 
 import grpc
 from google.longrunning import operations_pb2
@@ -15,12 +16,13 @@ from lwdock.errors import FieldViolation, InvalidArgument
 from lwdock.rkme import RKMESpec, inner_product
 from lwdock.rkme.embedding import DEFAULT_DIMENSION, rff_embedding
 from lwdock.rkme.herding import herd
+from lwdock.rkme.text import EMBEDDING_MODEL, MAX_TEXTS, MAX_TOTAL_CHARACTERS
 from lwdock.server.operations import OperationStore
 from lwdock.settings import Settings
 from lwdock.spec.v1 import resources_pb2, spec_service_pb2, spec_service_pb2_grpc
 from lwdock.tensors import from_numpy
-from spec_service.fitting import TableFitOptions, run_table_fit
-from spec_service.uploads import read_tensor_stream
+from spec_service.fitting import FitKind, TableFitOptions, run_fit
+from spec_service.uploads import read_tensor_stream, read_text_stream
 
 MAX_SAMPLES = 1_000_000
 MAX_EMBEDDING_DIMENSION = 65_536
@@ -91,8 +93,32 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
             ndim=(2,),
         )
         options = table_fit_options(config)
+        return self._start_fit("table", data, asdict(options), int(data.shape[0]))
+
+    async def FitTextSpecification(
+        self,
+        request_iterator: AsyncIterator[spec_service_pb2.FitTextSpecificationRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> operations_pb2.Operation:
+        config, texts = await read_text_stream(
+            request_iterator,
+            max_texts=MAX_TEXTS,
+            max_characters=MAX_TOTAL_CHARACTERS,
+        )
+        if config is not None and config.embedding_model not in ("", EMBEDDING_MODEL):
+            raise InvalidArgument.for_field(
+                "config.embedding_model",
+                f"{config.embedding_model!r} is not available here; this server embeds with "
+                f"{EMBEDDING_MODEL!r}",
+            )
+        options = table_fit_options(config.table if config is not None else None)
+        return self._start_fit("text", texts, asdict(options), len(texts))
+
+    def _start_fit(
+        self, kind: FitKind, data: object, options: dict[str, object], rows: int
+    ) -> operations_pb2.Operation:
         metadata = resources_pb2.FitSpecificationMetadata(
-            stage="queued", rows_received=data.shape[0], create_time=_now(), update_time=_now()
+            stage="queued", rows_received=rows, create_time=_now(), update_time=_now()
         )
 
         async def work(set_metadata):  # type: ignore[no-untyped-def]
@@ -102,7 +128,7 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
                 metadata.update_time.GetCurrentTime()
                 set_metadata(metadata)
 
-            spec = await run_table_fit(data, options, progress)
+            spec = await run_fit(kind, data, options, progress)
             progress("done", 1.0)
             return rkme_to_proto(spec)
 

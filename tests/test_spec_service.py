@@ -223,3 +223,44 @@ async def test_sample_and_embed_specification(channels: dict[str, grpc.aio.Chann
         timeout=10,
     )
     assert list(again.embedding) == list(embedded.embedding)
+
+
+TEXTS = [
+    f"The {adjective} {noun} was served with fresh herbs and a little olive oil."
+    for adjective in ("roasted", "grilled", "baked", "steamed", "fried")
+    for noun in ("chicken", "salmon", "pumpkin", "eggplant", "potatoes", "mushrooms")
+]
+
+
+async def test_fit_text_specification_through_the_service(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    stub = spec_service_pb2_grpc.SpecServiceStub(channels["spec"])
+    requests = [
+        spec_service_pb2.FitTextSpecificationRequest(
+            config=resources_pb2.TextFitConfig(table=resources_pb2.TableFitConfig(seed=1))
+        ),
+        spec_service_pb2.FitTextSpecificationRequest(texts={"texts": TEXTS[:15]}),
+        spec_service_pb2.FitTextSpecificationRequest(texts={"texts": TEXTS[15:]}),
+    ]
+    operation = await stub.FitTextSpecification(iter(requests), timeout=30)
+    done = await wait_done(channels["spec"], operation.name)
+    assert done.WhichOneof("result") == "response", done.error
+    message = specification_pb2.RkmeSpecification()
+    assert done.response.Unpack(message)
+    assert message.type == specification_pb2.SPECIFICATION_TYPE_RKME_TEXT
+    assert list(message.language) == ["en"]
+    assert message.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert message.num_points == len(TEXTS)
+    assert list(message.z.shape) == [20, 384]  # K = 2n/3 for n = 30 <= 100
+
+    wrong_model = [
+        spec_service_pb2.FitTextSpecificationRequest(
+            config=resources_pb2.TextFitConfig(embedding_model="bert-base-uncased")
+        ),
+        spec_service_pb2.FitTextSpecificationRequest(texts={"texts": TEXTS}),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.FitTextSpecification(iter(wrong_model), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.embedding_model" in caught.value.details()
