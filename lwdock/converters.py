@@ -28,7 +28,13 @@ def rkme_from_proto(message: specification_pb2.RkmeSpecification, field: str) ->
     if z.dtype.kind != "f":
         raise InvalidArgument.for_field(f"{field}.z.dtype", "must be FLOAT32 or FLOAT64")
 
+    image_kernel = (
+        image_kernel_from_proto(message.image_kernel, f"{field}.image_kernel")
+        if spec_type is SpecType.IMAGE
+        else None
+    )
     spec = RKMESpec(
+        image_kernel=image_kernel,
         z=z.astype(np.float64),
         beta=np.asarray(message.beta, dtype=np.float64),
         gamma=message.gamma if message.gamma else 0.1,
@@ -41,8 +47,52 @@ def rkme_from_proto(message: specification_pb2.RkmeSpecification, field: str) ->
     return spec.validate(f"{field}.")
 
 
+def image_kernel_from_proto(message: specification_pb2.ImageKernel, field: str) -> object:
+    """The ImageKernel of an image spec message (version 0 = 2, ours)."""
+    from lwdock.rkme.image import REFERENCE_IMAGE_VERSION, RKME_IMAGE_VERSION, ImageKernel
+
+    version = message.version or RKME_IMAGE_VERSION
+    defaults = ImageKernel()
+    if version == REFERENCE_IMAGE_VERSION:
+        kernel = ImageKernel(
+            version=version,
+            n_models=message.n_models or 16,
+            width=message.net_width or 128,
+            depth=message.net_depth or 3,
+            pixel_mean=None,
+            pixel_std=None,
+        )
+    else:
+        kernel = ImageKernel(
+            version=version,
+            n_models=message.n_models or defaults.n_models,
+            width=message.net_width or defaults.width,
+            depth=message.net_depth or defaults.depth,
+            seed=message.seed,
+            pixel_mean=message.pixel_mean if message.pixel_std else defaults.pixel_mean,
+            pixel_std=message.pixel_std or defaults.pixel_std,
+        )
+    return kernel.validate(f"{field}.")
+
+
+def image_kernel_to_proto(kernel: object) -> specification_pb2.ImageKernel:
+    from lwdock.rkme.image import ImageKernel
+
+    assert isinstance(kernel, ImageKernel)
+    return specification_pb2.ImageKernel(
+        version=kernel.version,
+        n_models=kernel.n_models,
+        net_width=kernel.width,
+        net_depth=kernel.depth,
+        seed=kernel.seed,
+        pixel_mean=kernel.pixel_mean or 0.0,
+        pixel_std=kernel.pixel_std or 0.0,
+    )
+
+
 def rkme_to_proto(spec: RKMESpec) -> specification_pb2.RkmeSpecification:
     return specification_pb2.RkmeSpecification(
+        image_kernel=image_kernel_to_proto(spec.image_kernel) if spec.image_kernel else None,
         type=_TYPE_TO_PROTO[spec.type],
         z=from_numpy(spec.z),
         beta=spec.beta.tolist(),

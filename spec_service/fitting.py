@@ -56,6 +56,9 @@ def _fit_worker(conn: Connection, kind: FitKind, data: Any, options: dict[str, A
             **options,
             progress=lambda stage, fraction: conn.send(("progress", stage, fraction)),
         )
+        if kind == "image":  # an ImageRKME: keep its kernel on the spec
+            spec.spec.image_kernel, spec.spec.msg = spec.kernel, spec.msg
+            spec = spec.spec
         conn.send(("done", spec))
     except errors.InvalidArgument as error:
         conn.send(("invalid", error.message, [(v.field, v.description) for v in error.violations]))

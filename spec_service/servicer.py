@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 
 import grpc
+import numpy as np
 from google.longrunning import operations_pb2
 from google.protobuf import timestamp_pb2
 
 from lwdock.converters import rkme_to_proto, statistical_spec_from_proto
 from lwdock.errors import FieldViolation, InvalidArgument
-from lwdock.rkme import RKMESpec, inner_product
+from lwdock.rkme import RKMESpec, SpecType, inner_product
 from lwdock.rkme.embedding import DEFAULT_DIMENSION, rff_embedding
 from lwdock.rkme.herding import herd
 from lwdock.rkme.text import EMBEDDING_MODEL, MAX_TEXTS, MAX_TOTAL_CHARACTERS
@@ -69,6 +70,37 @@ def table_fit_options(config: resources_pb2.TableFitConfig | None) -> TableFitOp
     )
 
 
+def _image_embedding(spec: RKMESpec) -> np.ndarray:
+    from lwdock.rkme.image import RKME_IMAGE_VERSION, ImageRKME, image_embedding
+
+    if spec.image_kernel.version != RKME_IMAGE_VERSION:
+        raise InvalidArgument.for_field(
+            "specification", "reference (version 1) image specs have no feature embedding"
+        )
+    return image_embedding(ImageRKME(spec, spec.image_kernel, spec.msg))
+
+
+def image_fit_options(config: resources_pb2.ImageFitConfig | None) -> dict[str, object]:
+    """Keyword arguments of lwdock.rkme.image.fit_image_rkme; zero values = its defaults."""
+    config = config or resources_pb2.ImageFitConfig()
+    problems = []
+    layout = config.layout.upper() or "NCHW"
+    if layout not in ("NCHW", "NHWC"):
+        problems.append(FieldViolation("config.layout", "must be NCHW or NHWC"))
+    if config.reduced_set_size < 0:
+        problems.append(FieldViolation("config.reduced_set_size", "must be >= 0 (0 = 50)"))
+    if config.steps < 0:
+        problems.append(FieldViolation("config.steps", "must be >= 0 (0 = default)"))
+    if problems:
+        raise InvalidArgument.of(problems, "invalid fit configuration")
+    options: dict[str, object] = {"layout": layout, "seed": config.seed}
+    if config.reduced_set_size:
+        options["reduced_set_size"] = config.reduced_set_size
+    if config.steps:
+        options["steps"] = config.steps
+    return options
+
+
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
@@ -113,6 +145,20 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
             )
         options = table_fit_options(config.table if config is not None else None)
         return self._start_fit("text", texts, asdict(options), len(texts))
+
+    async def FitImageSpecification(
+        self,
+        request_iterator: AsyncIterator[spec_service_pb2.FitImageSpecificationRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> operations_pb2.Operation:
+        config, images = await read_tensor_stream(
+            request_iterator,
+            config_field="config",
+            max_bytes=self.settings.fit_max_bytes,
+            max_rows=self.settings.fit_max_rows,
+            ndim=(4,),
+        )
+        return self._start_fit("image", images, image_fit_options(config), int(images.shape[0]))
 
     def _start_fit(
         self, kind: FitKind, data: object, options: dict[str, object], rows: int
@@ -162,6 +208,10 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> spec_service_pb2.SampleSpecificationResponse:
         spec = statistical_spec_from_proto(request.specification, "specification")
+        if spec.type is SpecType.IMAGE:
+            raise InvalidArgument.for_field(
+                "specification", "herding is defined for table and text specifications"
+            )
         if not 0 < request.sample_count <= MAX_SAMPLES:
             raise InvalidArgument.for_field("sample_count", f"must be between 1 and {MAX_SAMPLES}")
         samples = await asyncio.to_thread(herd, spec, request.sample_count, seed=request.seed)
@@ -176,7 +226,11 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
             raise InvalidArgument.for_field(
                 "dimension", f"must be between 1 and {MAX_EMBEDDING_DIMENSION}"
             )
-        vector = await asyncio.to_thread(rff_embedding, spec, dimension, request.seed)
+        if spec.type is SpecType.IMAGE:  # its own feature map: mu = sum beta_i phi(z_i)
+            vector = await asyncio.to_thread(_image_embedding, spec)
+            dimension = int(vector.shape[0])
+        else:
+            vector = await asyncio.to_thread(rff_embedding, spec, dimension, request.seed)
         return spec_service_pb2.EmbedSpecificationResponse(
             embedding=vector.tolist(), dimension=dimension, seed=request.seed
         )

@@ -13,11 +13,11 @@ from grpc_status import rpc_status
 
 from lwdock import errors
 from lwdock.common.v1 import specification_pb2
+from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
 from lwdock.server.bootstrap import ServiceApp, start
 from lwdock.server.context import downstream_timeout
 from lwdock.server.status import from_rpc_error
-from lwdock.spec.v1 import resources_pb2 as spec_resources_pb2
 from lwdock.spec.v1 import spec_service_pb2, spec_service_pb2_grpc
 from lwdock.tensors import from_numpy
 from search_service.index import SearchIndex
@@ -175,20 +175,22 @@ async def test_declared_but_unimplemented_rpc_says_so(
     assert info.domain == "lwdock.search"  # type: ignore[attr-defined]
 
 
-async def test_unimplemented_streaming_rpc_says_so(channels: dict[str, grpc.aio.Channel]) -> None:
-    stub = spec_service_pb2_grpc.SpecServiceStub(channels["spec"])
-
+async def test_unimplemented_streaming_rpcs_say_so(channels: dict[str, grpc.aio.Channel]) -> None:
+    stub = registry_service_pb2_grpc.RegistryServiceStub(channels["registry"])
     # A plain iterable: with an async-generator request stream, grpcio 1.85's aio client
     # raises CancelledError (not AioRpcError) when the server ends the call before reading.
-    requests = [
-        spec_service_pb2.FitImageSpecificationRequest(
-            config=spec_resources_pb2.ImageFitConfig(reduced_set_size=10)
-        )
-    ]
+    upload = [registry_service_pb2.CreateLearnwareRequest(chunk=b"zip")]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.FitImageSpecification(iter(requests), timeout=10)
+        await stub.CreateLearnware(iter(upload), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "FitImageSpecification" in caught.value.details()
+    assert "CreateLearnware" in caught.value.details()
+
+    watch = stub.WatchChanges(registry_service_pb2.WatchChangesRequest(), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in watch:
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "WatchChanges" in caught.value.details()
 
 
 async def test_request_id_is_accepted_and_echoed(channels: dict[str, grpc.aio.Channel]) -> None:

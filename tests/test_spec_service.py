@@ -264,3 +264,83 @@ async def test_fit_text_specification_through_the_service(
         await stub.FitTextSpecification(iter(wrong_model), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config.embedding_model" in caught.value.details()
+
+
+def _stripes_and_blobs(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two visibly different uint8 image sets, NHWC 28x28x3."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(28)[:, None]
+    stripes = np.empty((count, 28, 28, 3), dtype=np.uint8)
+    blobs = np.empty_like(stripes)
+    yy, xx = np.mgrid[0:28, 0:28]
+    for i in range(count):
+        period = rng.integers(3, 7)
+        stripes[i] = ((rows % period < period // 2) * 200 + rng.integers(0, 40))[..., None]
+        cy, cx = rng.integers(8, 20, size=2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30.0) * 230
+        blobs[i] = (blob + rng.integers(0, 20))[..., None].clip(0, 255)
+    return stripes, blobs
+
+
+async def test_fit_image_specifications_through_the_service(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    stripes, blobs = _stripes_and_blobs(0, 60)
+    stub = spec_service_pb2_grpc.SpecServiceStub(channels["spec"])
+    specs = []
+    for images in (stripes, blobs):
+        requests = [
+            spec_service_pb2.FitImageSpecificationRequest(
+                config=resources_pb2.ImageFitConfig(reduced_set_size=8, steps=2, layout="NHWC")
+            ),
+            spec_service_pb2.FitImageSpecificationRequest(header=tensor_header(images)),
+            *(
+                spec_service_pb2.FitImageSpecificationRequest(chunk=chunk)
+                for chunk in tensor_chunks(images)
+            ),
+        ]
+        operation = await stub.FitImageSpecification(iter(requests), timeout=30)
+        done = await wait_done(channels["spec"], operation.name)
+        assert done.WhichOneof("result") == "response", done.error
+        message = specification_pb2.RkmeSpecification()
+        assert done.response.Unpack(message)
+        assert message.type == specification_pb2.SPECIFICATION_TYPE_RKME_IMAGE
+        assert list(message.z.shape) == [8, 3, 32, 32]
+        assert message.image_kernel.version == 2
+        specs.append(specification_pb2.StatisticalSpecification(rkme=message))
+
+    # Held-out images of each kind, as uniform-weight specs, are nearer their own spec.
+    from lwdock.rkme.image import uniform_image_spec
+
+    held_stripes, held_blobs = _stripes_and_blobs(1, 30)
+    distance = stub.ComputeSpecificationDistance
+    for spec, own, other in (
+        (specs[0], held_stripes, held_blobs),
+        (specs[1], held_blobs, held_stripes),
+    ):
+        near, far = [
+            (
+                await distance(
+                    spec_service_pb2.ComputeSpecificationDistanceRequest(
+                        left=spec,
+                        right={"reference_json": json.dumps(
+                            uniform_image_spec(images, layout="NHWC").to_reference_dict()
+                        )},
+                    ),
+                    timeout=30,
+                )
+            ).mmd2
+            for images in (own, other)
+        ]  # fmt: skip
+        assert near < far
+
+    # A table spec and an image spec do not compare.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await distance(
+            spec_service_pb2.ComputeSpecificationDistanceRequest(
+                left=specs[0],
+                right={"reference_json": (FIXTURES / "table_a_d10.rkme.json").read_text()},
+            ),
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

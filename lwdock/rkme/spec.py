@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,10 @@ class RKMESpec:
     language: list[str] = field(default_factory=list)
     embedding_model: str = ""
     fit_mmd2: float = 0.0
+    # Image specs: the kernel they live in (lwdock.rkme.image.ImageKernel) and the
+    # reference's free-text `msg`.
+    image_kernel: Any = None
+    msg: str | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -103,6 +108,12 @@ class RKMESpec:
     def from_reference_dict(cls, data: dict, prefix: str = "") -> RKMESpec:
         if not isinstance(data, dict):
             raise InvalidArgument.for_field(_whole(prefix), "expected a JSON object")
+        if "RKME_IMAGE_VERSION" in data or parse_type(data.get("type")) is SpecType.IMAGE:
+            from lwdock.rkme.image import image_spec_from_reference_dict
+
+            image = image_spec_from_reference_dict(data, prefix)
+            image.spec.image_kernel, image.spec.msg = image.kernel, image.msg
+            return image.spec
         missing = [key for key in ("z", "beta") if key not in data]
         if missing:
             raise InvalidArgument.of(
@@ -139,6 +150,12 @@ class RKMESpec:
     def to_reference_dict(self) -> dict:
         """Keys in the reference's order (`z, beta, gamma, num_points, type`, then text's
         `language`); our extra keys are ignored by the reference's loader."""
+        if self.type is SpecType.IMAGE:
+            from lwdock.rkme.image import image_spec_to_reference_dict
+
+            if self.image_kernel is None:
+                raise InvalidArgument.for_field("image_kernel", "an image spec needs its kernel")
+            return image_spec_to_reference_dict(self, self.image_kernel, msg=self.msg)
         data: dict = {
             "z": self.z.tolist(),
             "beta": self.beta.tolist(),

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lwdock.common.v1 import tensor_pb2 as lwdock_dot_common_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lwdock/common/v1/specification.proto\x12\x10lwdock.common.v1\x1a\x1dlwdock/common/v1/tensor.proto\"V\n\x0bImageKernel\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x10\n\x08n_models\x18\x02 \x01(\x05\x12\x11\n\tnet_width\x18\x03 \x01(\x05\x12\x11\n\tnet_depth\x18\x04 \x01(\x05\"\x8e\x02\n\x11RkmeSpecification\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.lwdock.common.v1.SpecificationType\x12#\n\x01z\x18\x02 \x01(\x0b\x32\x18.lwdock.common.v1.Tensor\x12\x0c\n\x04\x62\x65ta\x18\x03 \x03(\x01\x12\r\n\x05gamma\x18\x04 \x01(\x01\x12\x12\n\nnum_points\x18\x05 \x01(\x03\x12\x10\n\x08language\x18\x06 \x03(\t\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\x12\x33\n\x0cimage_kernel\x18\x08 \x01(\x0b\x32\x1d.lwdock.common.v1.ImageKernel\x12\x10\n\x08\x66it_mmd2\x18\t \x01(\x01\"s\n\x18StatisticalSpecification\x12\x33\n\x04rkme\x18\x01 \x01(\x0b\x32#.lwdock.common.v1.RkmeSpecificationH\x00\x12\x18\n\x0ereference_json\x18\x02 \x01(\tH\x00\x42\x08\n\x06source*\x9f\x01\n\x11SpecificationType\x12\"\n\x1eSPECIFICATION_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1dSPECIFICATION_TYPE_RKME_TABLE\x10\x01\x12!\n\x1dSPECIFICATION_TYPE_RKME_IMAGE\x10\x02\x12 \n\x1cSPECIFICATION_TYPE_RKME_TEXT\x10\x03\x42v\n\x14\x64\x65v.lwdock.common.v1P\x01ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/common/v1;commonv1\xaa\x02\x10Lwdock.Common.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lwdock/common/v1/specification.proto\x12\x10lwdock.common.v1\x1a\x1dlwdock/common/v1/tensor.proto\"\x8b\x01\n\x0bImageKernel\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x10\n\x08n_models\x18\x02 \x01(\x05\x12\x11\n\tnet_width\x18\x03 \x01(\x05\x12\x11\n\tnet_depth\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x12\n\npixel_mean\x18\x06 \x01(\x01\x12\x11\n\tpixel_std\x18\x07 \x01(\x01\"\x8e\x02\n\x11RkmeSpecification\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.lwdock.common.v1.SpecificationType\x12#\n\x01z\x18\x02 \x01(\x0b\x32\x18.lwdock.common.v1.Tensor\x12\x0c\n\x04\x62\x65ta\x18\x03 \x03(\x01\x12\r\n\x05gamma\x18\x04 \x01(\x01\x12\x12\n\nnum_points\x18\x05 \x01(\x03\x12\x10\n\x08language\x18\x06 \x03(\t\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\x12\x33\n\x0cimage_kernel\x18\x08 \x01(\x0b\x32\x1d.lwdock.common.v1.ImageKernel\x12\x10\n\x08\x66it_mmd2\x18\t \x01(\x01\"s\n\x18StatisticalSpecification\x12\x33\n\x04rkme\x18\x01 \x01(\x0b\x32#.lwdock.common.v1.RkmeSpecificationH\x00\x12\x18\n\x0ereference_json\x18\x02 \x01(\tH\x00\x42\x08\n\x06source*\x9f\x01\n\x11SpecificationType\x12\"\n\x1eSPECIFICATION_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1dSPECIFICATION_TYPE_RKME_TABLE\x10\x01\x12!\n\x1dSPECIFICATION_TYPE_RKME_IMAGE\x10\x02\x12 \n\x1cSPECIFICATION_TYPE_RKME_TEXT\x10\x03\x42v\n\x14\x64\x65v.lwdock.common.v1P\x01ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/common/v1;commonv1\xaa\x02\x10Lwdock.Common.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lwdock.common.v1.specificat
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\024dev.lwdock.common.v1P\001ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/common/v1;commonv1\252\002\020Lwdock.Common.V1'
-  _globals['_SPECIFICATIONTYPE']._serialized_start=568
-  _globals['_SPECIFICATIONTYPE']._serialized_end=727
-  _globals['_IMAGEKERNEL']._serialized_start=89
-  _globals['_IMAGEKERNEL']._serialized_end=175
-  _globals['_RKMESPECIFICATION']._serialized_start=178
-  _globals['_RKMESPECIFICATION']._serialized_end=448
-  _globals['_STATISTICALSPECIFICATION']._serialized_start=450
-  _globals['_STATISTICALSPECIFICATION']._serialized_end=565
+  _globals['_SPECIFICATIONTYPE']._serialized_start=622
+  _globals['_SPECIFICATIONTYPE']._serialized_end=781
+  _globals['_IMAGEKERNEL']._serialized_start=90
+  _globals['_IMAGEKERNEL']._serialized_end=229
+  _globals['_RKMESPECIFICATION']._serialized_start=232
+  _globals['_RKMESPECIFICATION']._serialized_end=502
+  _globals['_STATISTICALSPECIFICATION']._serialized_start=504
+  _globals['_STATISTICALSPECIFICATION']._serialized_end=619
 # @@protoc_insertion_point(module_scope)

@@ -20,16 +20,22 @@ SPECIFICATION_TYPE_RKME_IMAGE: SpecificationType
 SPECIFICATION_TYPE_RKME_TEXT: SpecificationType
 
 class ImageKernel(_message.Message):
-    __slots__ = ("version", "n_models", "net_width", "net_depth")
+    __slots__ = ("version", "n_models", "net_width", "net_depth", "seed", "pixel_mean", "pixel_std")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     N_MODELS_FIELD_NUMBER: _ClassVar[int]
     NET_WIDTH_FIELD_NUMBER: _ClassVar[int]
     NET_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_STD_FIELD_NUMBER: _ClassVar[int]
     version: int
     n_models: int
     net_width: int
     net_depth: int
-    def __init__(self, version: _Optional[int] = ..., n_models: _Optional[int] = ..., net_width: _Optional[int] = ..., net_depth: _Optional[int] = ...) -> None: ...
+    seed: int
+    pixel_mean: float
+    pixel_std: float
+    def __init__(self, version: _Optional[int] = ..., n_models: _Optional[int] = ..., net_width: _Optional[int] = ..., net_depth: _Optional[int] = ..., seed: _Optional[int] = ..., pixel_mean: _Optional[float] = ..., pixel_std: _Optional[float] = ...) -> None: ...
 
 class RkmeSpecification(_message.Message):
     __slots__ = ("type", "z", "beta", "gamma", "num_points", "language", "embedding_model", "image_kernel", "fit_mmd2")
