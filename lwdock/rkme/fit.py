@@ -14,7 +14,7 @@ Differences from the reference (same input rules, same JSON, better fit, much fa
 - z-step: the *exact* gradient of J (the reference halves the repulsion term) of the
   profile objective V(z) = min_beta J(z, beta) (by Danskin's theorem the gradient of V is the
   partial gradient of J at the optimal beta), minimised with L-BFGS, whose line search makes
-  every iteration decrease V; `steps` x `ITERATIONS_PER_STEP` iterations (3 x 4 by default).
+  every iteration decrease V; `steps` x `ITERATIONS_PER_STEP` iterations (3 x 3 by default).
 - The beta QP (min 1/2 b^T K b - c^T b, sum b = 1, b >= 0) is solved exactly by a primal
   active-set method (`solve_simplex_qp`), warm-started from the previous beta.
 - Every kernel between the reduced set and the data is computed in float64 tiles of
@@ -61,12 +61,12 @@ MAX_REDUCED_SET_ENTRIES = 1_310_720  # the reference's C.max_reduced_set_size (K
 QP_RIDGE = 1e-9  # added to K_zz's diagonal in the nonnegative QP, for conditioning
 UNCONSTRAINED_RIDGE = 1e-5  # the reference's ridge for nonnegative_beta=False
 TILE_ENTRIES = 1 << 18  # kernel entries per tile (2 MiB of float64)
-INIT_ROWS = 2048  # rows of the subsample that k-means++ and Lloyd's iterations see
+INIT_ROWS = 1024  # rows of the subsample that k-means++ and Lloyd's iterations see
 LLOYD_ITERATIONS = 6
-OPTIMISE_ROWS = 4096  # above this many rows, z is optimised on a fixed subsample
-ITERATIONS_PER_STEP = 4  # L-BFGS iterations per `steps`
+OPTIMISE_ROWS = 1024  # above this many rows, z is optimised on a fixed subsample
+ITERATIONS_PER_STEP = 3  # L-BFGS iterations per `steps`
 EXACT_SELF_TERM_ROWS = 2048  # up to this many rows ||mu_X||^2 is the exact N x N mean
-SELF_TERM_SAMPLE_ROWS = 1024  # above it, an unbiased control-variate estimate on this many
+SELF_TERM_SAMPLE_ROWS = 512  # above it, an unbiased control-variate estimate on this many
 NYSTROM_RIDGE = 1e-6  # (K_zz + eps I)^-1 in that estimate's control variate
 
 
