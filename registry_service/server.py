@@ -12,20 +12,58 @@ import grpc
 from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
+from registry_service.blobstore import LocalBlobStore
 from registry_service.database import Database, monitor
+from registry_service.migrations import MigrationError, migrate
+from registry_service.repository import Repository
+from registry_service.service import RegistryService
 from registry_service.servicer import RegistryServicer
 
 SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 log = logging.getLogger("lwdock.registry")
 
+# Migrations are retried while PostgreSQL is unreachable: backoff from 0.5 s, capped at 10 s.
+MIGRATE_BACKOFF_S = 0.5
+MIGRATE_BACKOFF_MAX_S = 10.0
+
+
+async def migrate_with_retry(db: Database) -> bool:
+    """Apply migrations, retrying with backoff while the database is unreachable. False
+    (and stays NOT_SERVING) when the schema cannot be migrated (MigrationError)."""
+    delay = MIGRATE_BACKOFF_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            applied = await migrate(db.pool)
+        except MigrationError:
+            log.exception("database schema does not match this version's migrations")
+            return False
+        except Exception as exc:  # unreachable database: try again later
+            log.warning(
+                "migrations failed, retrying",
+                extra={"attempt": attempt, "retry_in_s": delay, "error": str(exc)},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MIGRATE_BACKOFF_MAX_S)
+            continue
+        log.info("database migrated", extra={"applied": applied})
+        return True
+
 
 def build_app(settings: Settings) -> ServiceApp:
     db = Database(settings.database_url) if settings.database_url else None
+    service = RegistryService(
+        Repository(db.pool) if db is not None else None,
+        LocalBlobStore(settings.resolved_blob_dir()),
+    )
     tasks: list[asyncio.Task[None]] = []
 
     def register(server: grpc.aio.Server) -> None:
-        registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(), server)
+        registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+            RegistryServicer(service), server
+        )
 
     async def on_start(handle: ServerHandle) -> None:
         if db is None:
@@ -37,7 +75,14 @@ def build_app(settings: Settings) -> ServiceApp:
             log.info("database reachable" if ok else "database unreachable")
             await handle.set_serving(SERVICE_NAME, ok)
 
-        tasks.append(asyncio.create_task(monitor(db, report)))
+        async def migrate_then_monitor() -> None:
+            # SERVING only after the schema is current and while the database answers.
+            if not await migrate_with_retry(db):
+                return
+            service.ready = True
+            await monitor(db, report)
+
+        tasks.append(asyncio.create_task(migrate_then_monitor()))
 
     async def on_stop() -> None:
         for task in tasks:

@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from lwdock import errors
 from lwdock.common.v1 import specification_pb2
 from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
 from lwdock.server.bootstrap import ServiceApp, start
 from lwdock.server.context import downstream_timeout
@@ -179,18 +180,20 @@ async def test_unimplemented_streaming_rpcs_say_so(channels: dict[str, grpc.aio.
     stub = registry_service_pb2_grpc.RegistryServiceStub(channels["registry"])
     # A plain iterable: with an async-generator request stream, grpcio 1.85's aio client
     # raises CancelledError (not AioRpcError) when the server ends the call before reading.
-    upload = [registry_service_pb2.CreateLearnwareRequest(chunk=b"zip")]
+    upload = [registry_service_pb2.ReplaceLearnwarePackageRequest(chunk=b"zip")]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateLearnware(iter(upload), timeout=10)
+        await stub.ReplaceLearnwarePackage(iter(upload), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "CreateLearnware" in caught.value.details()
+    assert "ReplaceLearnwarePackage" in caught.value.details()
 
-    watch = stub.WatchChanges(registry_service_pb2.WatchChangesRequest(), timeout=10)
+    # A server-streaming one: reuse's StreamPredict is bidirectional and not there yet.
+    reuse = reuse_service_pb2_grpc.ReuseServiceStub(channels["reuse"])
+    stream = reuse.StreamPredict(iter([reuse_service_pb2.StreamPredictRequest()]), timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in watch:
+        async for _ in stream:
             pass
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "WatchChanges" in caught.value.details()
+    assert "StreamPredict" in caught.value.details()
 
 
 async def test_request_id_is_accepted_and_echoed(channels: dict[str, grpc.aio.Channel]) -> None:
@@ -249,3 +252,18 @@ async def test_bugs_become_internal_with_a_fixed_message_and_deadlines_are_passe
             assert 1500 < stats.last_sequence <= 2000
     finally:
         await handle.stop(settings)
+
+
+def test_huge_errors_are_clipped_to_fit_in_trailers() -> None:
+    from lwdock.server.status import MAX_VIOLATIONS, to_status_proto
+
+    error = errors.InvalidArgument.of(
+        [errors.FieldViolation(f"field[{i}]", "x" * 1000) for i in range(500)]
+    )
+    status = to_status_proto(error, "lwdock.test")
+    assert len(status.SerializeToString()) < 16 * 1024
+    assert len(status.message) <= 2000
+    bad = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad)
+    assert len(bad.field_violations) == MAX_VIOLATIONS + 1
+    assert bad.field_violations[-1].description == "460 more violations not shown"

@@ -322,6 +322,8 @@ class ErrorMappingInterceptor(_AroundInterceptor):
             )
         else:
             request_id = current_request_id()
-            if request_id:
-                context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            if request_id:  # added to what the handler set (e.g. a download's sha256)
+                context.set_trailing_metadata(
+                    (*(context.trailing_metadata() or ()), (REQUEST_ID_KEY, request_id))
+                )
             return result

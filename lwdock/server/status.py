@@ -35,6 +35,16 @@ STATUS_CODES: dict[type[errors.LwdockError], grpc.StatusCode] = {
 
 INTERNAL_MESSAGE = "Internal server error"
 
+# Error details travel in trailing metadata, which clients cap (16 KiB by default): keep every
+# status well below that, however many violations a request has.
+MAX_VIOLATIONS = 40
+MAX_TEXT_CHARS = 300
+MAX_MESSAGE_CHARS = 2000
+
+
+def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def code_for(error: errors.LwdockError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
@@ -51,14 +61,21 @@ def _pack(message: object) -> any_pb2.Any:
 
 def _kind_detail(error: errors.LwdockError) -> object | None:
     if isinstance(error, errors.InvalidArgument) and error.violations:
-        return error_details_pb2.BadRequest(
-            field_violations=[
+        shown = error.violations[:MAX_VIOLATIONS]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_clip(v.field), description=_clip(v.description)
+            )
+            for v in shown
+        ]
+        if len(error.violations) > len(shown):
+            violations.append(
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field="...",
+                    description=f"{len(error.violations) - len(shown)} more violations not shown",
                 )
-                for v in error.violations
-            ]
-        )
+            )
+        return error_details_pb2.BadRequest(field_violations=violations)
     if isinstance(error, errors.NotFound | errors.AlreadyExists):
         return error_details_pb2.ResourceInfo(
             resource_type=error.resource_type,
@@ -97,7 +114,9 @@ def to_status_proto(error: errors.LwdockError, domain: str) -> status_pb2.Status
     kind = _kind_detail(error)
     if kind is not None:
         details.append(_pack(kind))
-    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return status_pb2.Status(
+        code=code.value[0], message=_clip(error.message, MAX_MESSAGE_CHARS), details=details
+    )
 
 
 def internal_status_proto(domain: str, request_id: str = "") -> status_pb2.Status:
