@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -24,6 +26,40 @@ def _up(args: argparse.Namespace) -> int:
     )
 
 
+def _token_create(args: argparse.Namespace) -> int:
+    from lwdock.errors import LwdockError
+    from registry_service.auth import create_token_in_database
+
+    url = args.database_url or Settings().database_url
+    if not url:
+        print(
+            "lwdock token create: no database: pass --database-url or set LWDOCK_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        row, secret = asyncio.run(
+            create_token_in_database(url, args.principal, args.role, args.display_name)
+        )
+    except LwdockError as error:
+        print(f"lwdock token create: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # unreachable database, failed migration, ...
+        print(f"lwdock token create: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    role = row.role.value.lower()
+    if args.json:
+        print(
+            json.dumps(
+                {"name": row.name, "principal": row.principal, "role": role, "secret": secret}
+            )
+        )
+    else:
+        print(f"created {row.name} for {row.principal} (role {role}); the secret, shown once:")
+        print(secret)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lwdock", description="learnware-dock command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name, port in DEFAULT_PORTS.items():
         up.add_argument(f"--{name}-port", type=int, help=f"{name} service port ({port})")
     up.set_defaults(handler=_up)
+
+    token = commands.add_parser("token", help="manage registry tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="create a token directly in the registry database (e.g. the first admin's)",
+        description="Migrates the database if needed, stores the token's sha256 and prints "
+        "the secret once.",
+    )
+    create.add_argument("--principal", required=True, help="who it stands for: users/alice")
+    create.add_argument(
+        "--role",
+        required=True,
+        type=str.lower,
+        choices=("reader", "developer", "admin"),
+        help="the token's role",
+    )
+    create.add_argument("--display-name", default="", help="a label for the token")
+    create.add_argument("--database-url", help="PostgreSQL DSN (LWDOCK_DATABASE_URL)")
+    create.add_argument(
+        "--json", action="store_true", help='print {"name","principal","role","secret"}'
+    )
+    create.set_defaults(handler=_token_create)
     return parser
 
 

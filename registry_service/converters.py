@@ -23,6 +23,7 @@ from registry_service.repository import (
     SpecificationRow,
     State,
     TokenRow,
+    UploadRow,
 )
 
 STATE_TO_PROTO = {
@@ -135,4 +136,14 @@ def token_to_proto(token: TokenRow) -> resources_pb2.Token:
         display_name=token.display_name,
         create_time=timestamp(token.create_time),
         expire_time=timestamp(token.expire_time),
+    )
+
+
+def upload_status_to_proto(upload: UploadRow) -> resources_pb2.UploadStatus:
+    """A completed upload (only those are kept): all of it committed."""
+    return resources_pb2.UploadStatus(
+        request_id=upload.request_id,
+        committed_size=upload.size_bytes,
+        complete=True,
+        learnware=f"learnwares/{upload.learnware_id}",
     )

@@ -12,6 +12,7 @@ import grpc
 from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
+from registry_service.auth import DEFAULT_TOKEN_CACHE_TTL_S, DatabaseTokenVerifier
 from registry_service.blobstore import LocalBlobStore
 from registry_service.database import Database, monitor
 from registry_service.migrations import MigrationError, migrate
@@ -52,12 +53,17 @@ async def migrate_with_retry(db: Database) -> bool:
         return True
 
 
-def build_app(settings: Settings) -> ServiceApp:
+def build_app(
+    settings: Settings, *, token_cache_ttl_s: float = DEFAULT_TOKEN_CACHE_TTL_S
+) -> ServiceApp:
     db = Database(settings.database_url) if settings.database_url else None
     service = RegistryService(
         Repository(db.pool) if db is not None else None,
         LocalBlobStore(settings.resolved_blob_dir()),
     )
+    # Tokens from CreateToken (or `lwdock token create`) live in the database; the tokens
+    # file is asked first, so its tokens work even while the database is down.
+    token_verifier = DatabaseTokenVerifier(lambda: service.repo, ttl_s=token_cache_ttl_s)
     tasks: list[asyncio.Task[None]] = []
 
     def register(server: grpc.aio.Server) -> None:
@@ -100,6 +106,7 @@ def build_app(settings: Settings) -> ServiceApp:
         on_stop=on_stop,
         # SERVING only once PostgreSQL answers.
         initially_not_serving={SERVICE_NAME},
+        token_verifier=token_verifier,
     )
 
 

@@ -43,6 +43,7 @@ from registry_service.repository import (
     State,
     TokenRow,
     UploadKind,
+    UploadRow,
 )
 
 ADMIN = "admin"
@@ -224,6 +225,14 @@ class NewPackage:
     content_type: str = "application/zip"
 
 
+@dataclass(frozen=True)
+class ReplacedPackage:
+    request_id: str
+    data: bytes
+    sha256: str
+    etag: str = ""
+
+
 def _role(principal: Principal) -> str:
     return principal.role.lower()
 
@@ -294,6 +303,61 @@ class RegistryService:
             specifications=new_specifications(validated),
             request_id=upload.request_id or None,
         )
+
+    async def replace_package(
+        self, principal: Principal, learnware_id: str, upload: ReplacedPackage
+    ) -> LearnwareRow:
+        """A new package for a learnware (owner or admin), validated against its current
+        semantic; the learnware goes back to PENDING with a new check job."""
+        require_writer(principal, "replace packages")
+        repo = self.repo
+        if upload.request_id:
+            done = await repo.find_upload(upload.request_id)
+            if done is not None:
+                if (
+                    done.kind != UploadKind.REPLACE
+                    or done.sha256 != upload.sha256
+                    or done.learnware_id != learnware_id
+                ):
+                    raise AlreadyExists(
+                        "Upload",
+                        upload.request_id,
+                        f"request_id {upload.request_id!r} was already used for another upload",
+                    )
+                return await repo.get_learnware(done.learnware_id, include_deleted=True)
+        row = await repo.get_learnware(learnware_id)
+        require_owner(principal, row, "replace the package of")
+        if upload.etag and upload.etag != row.etag:
+            raise Aborted(
+                f"{row.name} changed since it was read (stale etag); re-read it",
+                reason="ETAG_MISMATCH",
+                metadata={"learnware": row.name},
+            )
+        validated = await asyncio.to_thread(validate_package, upload.data, stored_semantic(row))
+        await self.blobs.put(upload.sha256, upload.data)
+        return await repo.replace_package(
+            learnware_id,
+            PackageInfo(upload.sha256, len(upload.data), row.package.content_type),
+            new_specifications(validated),
+            expected_etag=upload.etag or row.etag,
+            request_id=upload.request_id or None,
+        )
+
+    async def get_upload_status(self, principal: Principal, request_id: str) -> UploadRow:
+        """A completed upload. Uploads are not staged while they stream, so an upload that
+        is still in progress (or was interrupted) is NOT_FOUND: resend it whole."""
+        require_writer(principal, "read upload status")
+        if not request_id:
+            raise InvalidArgument.for_field("request_id", "required")
+        done = await self.repo.find_upload(request_id)
+        if done is None:
+            raise NotFound(
+                "Upload",
+                request_id,
+                f"no completed upload with request_id {request_id!r}; uploads in progress "
+                "are not kept, send the package again",
+            )
+        return done
 
     async def get_learnware(self, learnware_id: str) -> LearnwareRow:
         return await self.repo.get_learnware(learnware_id)

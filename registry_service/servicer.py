@@ -21,6 +21,7 @@ from registry_service.service import (
     SEMANTIC_FIELDS,
     NewPackage,
     RegistryService,
+    ReplacedPackage,
     parse_learnware_name,
     parse_report_name,
     parse_semantic,
@@ -63,6 +64,31 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             ),
         )
         return converters.learnware_to_proto(row)
+
+    async def ReplaceLearnwarePackage(
+        self,
+        request_iterator: AsyncIterable[pb.ReplaceLearnwarePackageRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> learnware_pb2.Learnware:
+        upload = await uploads.receive(request_iterator)
+        header = upload.header
+        row = await self.service.replace_package(
+            current_principal(),
+            parse_learnware_name(header.name, "header.name"),
+            ReplacedPackage(
+                request_id=header.request_id,
+                data=upload.data,
+                sha256=upload.sha256,
+                etag=header.etag,
+            ),
+        )
+        return converters.learnware_to_proto(row)
+
+    async def GetUploadStatus(
+        self, request: pb.GetUploadStatusRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.UploadStatus:
+        done = await self.service.get_upload_status(current_principal(), request.request_id)
+        return converters.upload_status_to_proto(done)
 
     async def GetLearnware(
         self, request: pb.GetLearnwareRequest, context: grpc.aio.ServicerContext

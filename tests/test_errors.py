@@ -13,7 +13,6 @@ from grpc_status import rpc_status
 
 from lwdock import errors
 from lwdock.common.v1 import specification_pb2
-from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
 from lwdock.server.bootstrap import ServiceApp, start
@@ -177,14 +176,14 @@ async def test_declared_but_unimplemented_rpc_says_so(
 
 
 async def test_unimplemented_streaming_rpcs_say_so(channels: dict[str, grpc.aio.Channel]) -> None:
-    stub = registry_service_pb2_grpc.RegistryServiceStub(channels["registry"])
     # A plain iterable: with an async-generator request stream, grpcio 1.85's aio client
     # raises CancelledError (not AioRpcError) when the server ends the call before reading.
-    upload = [registry_service_pb2.ReplaceLearnwarePackageRequest(chunk=b"zip")]
+    reuse_stub = reuse_service_pb2_grpc.ReuseServiceStub(channels["reuse"])
+    upload = [reuse_service_pb2.CreateReuserRequest(x_chunk=b"data")]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ReplaceLearnwarePackage(iter(upload), timeout=10)
+        await reuse_stub.CreateReuser(iter(upload), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ReplaceLearnwarePackage" in caught.value.details()
+    assert "CreateReuser" in caught.value.details()
 
     # A server-streaming one: reuse's StreamPredict is bidirectional and not there yet.
     reuse = reuse_service_pb2_grpc.ReuseServiceStub(channels["reuse"])

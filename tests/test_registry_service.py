@@ -508,3 +508,181 @@ async def test_unreachable_database_is_not_serving_and_unavailable(
             assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await handle.stop(settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# ReplaceLearnwarePackage, GetUploadStatus, interrupted uploads
+
+
+def replace_requests(
+    name: str,
+    data: bytes,
+    *,
+    request_id: str = "",
+    etag: str = "",
+    sha256: str | None = None,
+) -> list[pb.ReplaceLearnwarePackageRequest]:
+    header = pb.ReplacePackageHeader(
+        name=name,
+        request_id=request_id,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
+        etag=etag,
+    )
+    messages = [pb.ReplaceLearnwarePackageRequest(header=header)]
+    for start_at in range(0, len(data), CHUNK):
+        messages.append(pb.ReplaceLearnwarePackageRequest(chunk=data[start_at : start_at + CHUNK]))
+    return messages
+
+
+async def test_replace_package(registry: Registry) -> None:
+    lw = await create(registry, data=rezip(ZIP, b"replace-original"))
+    new = rezip(ZIP, b"replace-new")
+    new_sha = hashlib.sha256(new).hexdigest()
+
+    for who, code in (("bob", "PERMISSION_DENIED"), ("reader", "PERMISSION_DENIED")):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await registry.stub.ReplaceLearnwarePackage(
+                replace_requests(lw.name, new), metadata=registry.auth(who)
+            )
+        assert exc.value.code().name == code
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.ReplaceLearnwarePackage(replace_requests(lw.name, new))
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as exc:  # wrong sha256: nothing stored
+        await registry.stub.ReplaceLearnwarePackage(
+            replace_requests(lw.name, new, sha256="0" * 64), metadata=registry.auth("alice")
+        )
+    assert violations(exc.value) == ["header.sha256"]
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.ReplaceLearnwarePackage(
+            replace_requests(lw.name, new, etag="stale"), metadata=registry.auth("alice")
+        )
+    assert exc.value.code() == grpc.StatusCode.ABORTED
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.ReplaceLearnwarePackage(
+            replace_requests("learnwares/lw-99999999", new), metadata=registry.auth("alice")
+        )
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.ReplaceLearnwarePackage(
+            replace_requests("lw-1", new), metadata=registry.auth("alice")
+        )
+    assert violations(exc.value) == ["header.name"]
+    assert not await registry.blobs.exists(new_sha)
+
+    request_id = str(uuid.uuid4())
+    replaced = await registry.stub.ReplaceLearnwarePackage(
+        replace_requests(lw.name, new, request_id=request_id, etag=lw.etag),
+        metadata=registry.auth("alice"),
+    )
+    assert replaced.learnware_id == lw.learnware_id
+    assert replaced.state == learnware_pb2.LEARNWARE_STATE_PENDING
+    assert replaced.package.sha256 == new_sha and replaced.package.size_bytes == len(new)
+    assert replaced.etag != lw.etag
+    assert [s.file_name for s in replaced.specifications] == ["stat_spec.json"]
+    assert replaced.semantic_specification == lw.semantic_specification
+    assert await registry.blobs.exists(new_sha)
+    call = registry.stub.DownloadLearnware(pb.DownloadLearnwareRequest(name=lw.name))
+    assert b"".join([reply.chunk async for reply in call]) == new
+
+    # A retry with the same request_id answers as the first time; another package refused.
+    again = await registry.stub.ReplaceLearnwarePackage(
+        replace_requests(lw.name, new, request_id=request_id), metadata=registry.auth("alice")
+    )
+    assert again.package.sha256 == new_sha
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.ReplaceLearnwarePackage(
+            replace_requests(lw.name, rezip(ZIP, b"other"), request_id=request_id),
+            metadata=registry.auth("alice"),
+        )
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    status = await registry.stub.GetUploadStatus(
+        pb.GetUploadStatusRequest(request_id=request_id), metadata=registry.auth("alice")
+    )
+    assert status.complete and status.committed_size == len(new)
+    assert status.learnware == lw.name
+
+    # An admin may replace anyone's package; validation is against the stored semantic.
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("README.md", b"no learnware here")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.ReplaceLearnwarePackage(
+            replace_requests(lw.name, bad.getvalue()), metadata=registry.auth("admin")
+        )
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    by_admin = await registry.stub.ReplaceLearnwarePackage(
+        replace_requests(lw.name, rezip(ZIP, b"by-admin")), metadata=registry.auth("admin")
+    )
+    assert by_admin.owner == "users/alice"
+
+
+async def test_upload_status(registry: Registry) -> None:
+    request_id = str(uuid.uuid4())
+    data = rezip(ZIP, b"upload-status")
+    created = await create(registry, data=data, request_id=request_id)
+    status = await registry.stub.GetUploadStatus(
+        pb.GetUploadStatusRequest(request_id=request_id), metadata=registry.auth("alice")
+    )
+    assert status.request_id == request_id
+    assert status.complete
+    assert status.committed_size == len(data)
+    assert status.learnware == created.name
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.GetUploadStatus(
+            pb.GetUploadStatusRequest(request_id=str(uuid.uuid4())),
+            metadata=registry.auth("alice"),
+        )
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.GetUploadStatus(
+            pb.GetUploadStatusRequest(), metadata=registry.auth("alice")
+        )
+    assert violations(exc.value) == ["request_id"]
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.GetUploadStatus(pb.GetUploadStatusRequest(request_id=request_id))
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+async def test_interrupted_upload_stores_nothing(registry: Registry, how: str) -> None:
+    data = rezip(ZIP, f"interrupted-{how}".encode())
+    sha = hashlib.sha256(data).hexdigest()
+    request_id = str(uuid.uuid4())
+    messages = upload_requests(data, request_id=request_id)
+    assert len(messages) > 2  # header + several chunks: stop after the first chunk
+    sent = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[pb.CreateLearnwareRequest]:
+        for message in messages[:2]:
+            yield message
+        sent.set()
+        await asyncio.sleep(60)
+
+    before = await total(registry)
+    call = registry.stub.CreateLearnware(
+        stalled(),
+        metadata=registry.auth("alice"),
+        timeout=1.0 if how == "deadline" else None,
+    )
+    if how == "cancel":
+        await asyncio.wait_for(sent.wait(), 10)
+        await asyncio.sleep(0.3)  # let the server read the chunk
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(0.3)  # the server's handler sees the cancellation
+    assert await total(registry) == before
+    assert not await registry.blobs.exists(sha)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await registry.stub.GetUploadStatus(
+            pb.GetUploadStatusRequest(request_id=request_id), metadata=registry.auth("alice")
+        )
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND

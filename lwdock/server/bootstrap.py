@@ -21,9 +21,11 @@ from grpc_reflection.v1alpha import reflection
 from lwdock.server.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
+    CompositeTokenVerifier,
     ErrorMappingInterceptor,
     MetricsInterceptor,
     TokenStore,
+    TokenVerifier,
 )
 from lwdock.server.logs import configure_logging
 from lwdock.server.metrics import start_metrics_server
@@ -51,6 +53,8 @@ class ServiceApp:
     on_stop: Callable[[], Awaitable[None]] | None = None
     # Services that start NOT_SERVING and are switched on by the service itself.
     initially_not_serving: set[str] = field(default_factory=set)
+    # Verifies bearer tokens the tokens file does not know (the registry: its database).
+    token_verifier: TokenVerifier | None = None
 
     @property
     def domain(self) -> str:
@@ -98,11 +102,14 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 async def start(app: ServiceApp, settings: Settings) -> ServerHandle:
     """Build, bind and start the server. Port: settings.port, else the service default."""
+    verifier: TokenVerifier = TokenStore(settings.tokens_file)
+    if app.token_verifier is not None:
+        verifier = CompositeTokenVerifier(verifier, app.token_verifier)
     interceptors = [
         MetricsInterceptor(),
         AccessLogInterceptor(),
         AuthInterceptor(
-            TokenStore(settings.tokens_file),
+            verifier,
             domain=app.domain,
             allow_anonymous=settings.allow_anonymous,
             reflection_public=settings.reflection_public,

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
@@ -191,8 +191,33 @@ class AccessLogInterceptor(_AroundInterceptor):
             )
 
 
+@runtime_checkable
+class TokenVerifier(Protocol):
+    """Resolves a bearer token to its Principal; None for an unknown (or revoked) token.
+
+    May raise `lwdock.errors.Unavailable` when the store behind it cannot answer now (the
+    call then fails UNAVAILABLE, so clients retry, instead of UNAUTHENTICATED).
+    """
+
+    async def verify(self, token: str) -> Principal | None: ...
+
+
+class CompositeTokenVerifier:
+    """Asks each verifier in turn; the first that knows the token wins."""
+
+    def __init__(self, *verifiers: TokenVerifier) -> None:
+        self.verifiers = verifiers
+
+    async def verify(self, token: str) -> Principal | None:
+        for verifier in self.verifiers:
+            found = await verifier.verify(token)
+            if found is not None:
+                return found
+        return None
+
+
 class TokenStore:
-    """Verifies bearer tokens against sha256 hashes kept in a JSON file.
+    """Verifies bearer tokens against sha256 hashes kept in a JSON file (a TokenVerifier).
 
     File format: {"<sha256 hex of token>": {"principal": "users/alice", "role": "admin"}}.
     The file is re-read when it changes, so tokens can be added without a restart.
@@ -214,9 +239,12 @@ class TokenStore:
         self._tokens = {h: Principal(v["principal"], v["role"]) for h, v in raw.items()}
         self._mtime = mtime
 
-    def verify(self, token: str) -> Principal | None:
+    def lookup(self, token: str) -> Principal | None:
         self._reload()
         return self._tokens.get(hash_token(token))
+
+    async def verify(self, token: str) -> Principal | None:
+        return self.lookup(token)
 
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -228,11 +256,12 @@ class AuthInterceptor(_AroundInterceptor):
 
     Health is always open; reflection is open when `reflection_public`; other calls without
     a token run as anonymous when `allow_anonymous`, else UNAUTHENTICATED. A token that is
-    present but unknown is always UNAUTHENTICATED.
+    present but unknown is always UNAUTHENTICATED; one the verifier cannot check now (its
+    database is down) is UNAVAILABLE. On open methods a bad token runs as anonymous.
     """
 
     def __init__(
-        self, store: TokenStore, *, domain: str, allow_anonymous: bool, reflection_public: bool
+        self, store: TokenVerifier, *, domain: str, allow_anonymous: bool, reflection_public: bool
     ) -> None:
         self.store = store
         self.domain = domain
@@ -250,7 +279,13 @@ class AuthInterceptor(_AroundInterceptor):
         principal = ANONYMOUS
         if header:
             scheme, _, token = header.partition(" ")
-            found = self.store.verify(token.strip()) if scheme.lower() == "bearer" else None
+            found: Principal | None = None
+            if scheme.lower() == "bearer":
+                try:
+                    found = await self.store.verify(token.strip())
+                except errors.LwdockError as error:
+                    if not open_method:
+                        await abort_with_error(context, error, self.domain)
             if found is None and not open_method:
                 await abort_with_error(
                     context,
