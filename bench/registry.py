@@ -53,15 +53,13 @@ import grpc
 import numpy as np
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lwdock.embedded_db import EmbeddedPostgres  # noqa: E402
+from lwdock.embedded_db import EmbeddedPostgres, scratch_database  # noqa: E402
 from lwdock.package import validate_package  # noqa: E402
 from lwdock.registry.v1 import registry_service_pb2 as pb  # noqa: E402
 from lwdock.registry.v1 import registry_service_pb2_grpc, resources_pb2  # noqa: E402
@@ -121,27 +119,10 @@ def upload_requests(data: bytes, semantic_json: str) -> list[pb.CreateLearnwareR
 
 
 @contextlib.contextmanager
-def scratch_database(url: str) -> Any:
-    """A fresh database in the server at `url`, dropped afterwards."""
-    name = f"lwdock_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-@contextlib.contextmanager
 def database(url: str | None, work: Path) -> Any:
     """(database URL, description): a scratch database, in an embedded PostgreSQL if no URL."""
     if url:
-        with scratch_database(url) as scratch:
+        with scratch_database(url, "lwdock_bench") as scratch:
             yield scratch, "PostgreSQL at --database-url (scratch database)"
         return
     _log("starting an embedded PostgreSQL")

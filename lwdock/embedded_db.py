@@ -6,8 +6,11 @@ LWDOCK_TEST_DATABASE_URL is. It listens on a Unix socket only (no TCP port to co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +50,27 @@ class EmbeddedPostgres:
             info = server.get_postmaster_info()  # type: ignore[attr-defined]
             if info.process is not None and info.process.is_running():
                 info.process.kill()
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, prefix: str = "lwdock_scratch") -> Iterator[str]:
+    """A new, empty database on the server at `url` (its conninfo); dropped afterwards.
+
+    For tests and benchmarks that need a database of their own on a shared server.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(url)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

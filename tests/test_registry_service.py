@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from lwdock.common.v1 import learnware_pb2
+from lwdock.embedded_db import scratch_database
 from lwdock.registry.v1 import registry_service_pb2 as pb
 from lwdock.registry.v1 import registry_service_pb2_grpc, resources_pb2
 from lwdock.server.bootstrap import ServerHandle, start
@@ -54,18 +52,8 @@ class Registry:
 
 @pytest.fixture(scope="module")
 def module_db(database_url: str) -> Iterator[str]:
-    name = f"lwdock_rs_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(database_url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with scratch_database(database_url, "lwdock_rs") as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 import pytest_asyncio
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from lwdock.embedded_db import scratch_database
 from lwdock.errors import (
     Aborted,
     AlreadyExists,
@@ -52,18 +52,8 @@ from registry_service.repository import (
 @pytest_asyncio.fixture
 async def db_url(database_url: str) -> AsyncIterator[str]:
     """A new, empty database on the test server; dropped after the test."""
-    name = f"lwdock_t_{uuid.uuid4().hex[:16]}"
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(database_url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
-            await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with scratch_database(database_url, "lwdock_t") as url:
+        yield url
 
 
 async def open_database(url: str) -> Database:

@@ -8,19 +8,16 @@ import asyncio
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from lwdock.embedded_db import scratch_database
 from lwdock.errors import Unavailable
 from lwdock.registry.v1 import registry_service_pb2 as pb
 from lwdock.registry.v1 import registry_service_pb2_grpc, resources_pb2
@@ -43,18 +40,8 @@ def bearer(secret: str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture
 def fresh_db(database_url: str) -> Iterator[str]:
-    name = f"lwdock_tk_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(database_url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with scratch_database(database_url, "lwdock_tk") as url:
+        yield url
 
 
 @dataclass
