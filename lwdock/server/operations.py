@@ -20,7 +20,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
@@ -176,13 +175,15 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def WaitOperation(
         self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.Operation:
-        timeout: Any = (
-            request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else None
+        # Wait at most the requested timeout and never past the caller's deadline (a little
+        # before it, so the current state still reaches the caller).
+        limits = (
+            [request.timeout.ToTimedelta().total_seconds()] if request.HasField("timeout") else []
         )
         remaining = context.time_remaining()
         if remaining is not None:
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        return await self.store.wait(request.name, timeout)
+            limits.append(max(0.0, remaining - 0.05))
+        return await self.store.wait(request.name, min(limits) if limits else None)
 
 
 OPERATIONS_SERVICE_NAME = operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name
