@@ -132,7 +132,9 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUploadStatus(self, request, context):
-        """How much of an interrupted upload the server holds (NOT_FOUND if unknown).
+        """Status of an upload by request_id: a complete upload reports its learnware. Uploads are
+        not staged while in progress (NOT_FOUND until complete), so an interrupted upload is
+        sent again from offset 0 with the same request_id, which never creates a duplicate.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
