@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Local blob directory; unset = `home`/blobs.
     blob_dir: Path | None = None
+    # Blob store: unset = the local directory above; `s3://bucket/prefix` = an S3 bucket.
+    blob_url: str | None = None
+    # S3 API endpoint (MinIO, moto); unset = AWS. Credentials come from the standard AWS
+    # chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance roles), never here.
+    s3_endpoint_url: str | None = None
+    # S3 region; unset = the AWS default (AWS_REGION / AWS_DEFAULT_REGION, profile).
+    s3_region: str | None = None
 
     # Addresses the services use to reach each other.
     spec_address: str = f"127.0.0.1:{DEFAULT_PORTS['spec']}"

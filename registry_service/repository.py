@@ -1359,6 +1359,36 @@ class Repository:
             self._check_lease(job, worker)
             return await self._release(conn, learnware, job, error, retry_delay_s)
 
+    async def release_check_job(
+        self, job_id: int, worker: str, *, retry_delay_s: float = 1.0, error: str = ""
+    ) -> CheckJobRow:
+        """Give a running job back without consuming an attempt (the checker could not be
+        reached, e.g. reuse_service down or not implementing the check yet): QUEUED again
+        after `retry_delay_s`, the learnware back to PENDING. Never rejects the learnware.
+        Aborted if the lease was lost."""
+        async with self._conn() as conn, conn.transaction():
+            learnware, job = await self._lock_job(conn, job_id)
+            self._check_lease(job, worker)
+            current = await self._is_current(conn, learnware, job)
+            row = await _one(
+                conn,
+                "UPDATE check_jobs SET state = 'QUEUED', attempts = GREATEST(attempts - 1, 0), "
+                "last_error = %s, locked_until = NULL, "
+                "not_before = now() + make_interval(secs => %s), update_time = now() "
+                f"WHERE id = %s RETURNING {_JOB_COLUMNS}",
+                (error, float(retry_delay_s), job_id),
+            )
+            if current and learnware["state"] == State.CHECKING:
+                await self._update_learnware(
+                    conn,
+                    learnware["id"],
+                    "state = 'PENDING', state_reason = %s",
+                    ("waiting for the checker; the check will be retried",),
+                    ChangeType.STATE_CHANGED,
+                )
+            assert row is not None
+            return _job(row)
+
     async def requeue_expired_check_jobs(self, *, retry_delay_s: float = 0.0) -> int:
         """Janitor: running jobs whose lease expired go back to QUEUED (or FAILED when out of
         attempts). Returns how many were handled."""

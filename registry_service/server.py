@@ -13,7 +13,8 @@ from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
 from registry_service.auth import DEFAULT_TOKEN_CACHE_TTL_S, DatabaseTokenVerifier
-from registry_service.blobstore import LocalBlobStore
+from registry_service.blobs_config import check_blob_store, make_blob_store
+from registry_service.checks import CheckWorker, CheckWorkerOptions
 from registry_service.database import Database, monitor
 from registry_service.migrations import MigrationError, migrate
 from registry_service.repository import Repository
@@ -54,12 +55,22 @@ async def migrate_with_retry(db: Database) -> bool:
 
 
 def build_app(
-    settings: Settings, *, token_cache_ttl_s: float = DEFAULT_TOKEN_CACHE_TTL_S
+    settings: Settings,
+    *,
+    token_cache_ttl_s: float = DEFAULT_TOKEN_CACHE_TTL_S,
+    check_worker: CheckWorkerOptions | None = None,
 ) -> ServiceApp:
+    """`check_worker`: run check jobs against reuse_service (settings.reuse_address) with
+    these options once the database is migrated; None = no worker in this process (jobs stay
+    queued, learnwares PENDING, until a registry with a worker runs them)."""
     db = Database(settings.database_url) if settings.database_url else None
-    service = RegistryService(
-        Repository(db.pool) if db is not None else None,
-        LocalBlobStore(settings.resolved_blob_dir()),
+    repo = Repository(db.pool) if db is not None else None
+    blobs = make_blob_store(settings)
+    service = RegistryService(repo, blobs)
+    worker = (
+        CheckWorker(repo, blobs, settings.reuse_address, check_worker)
+        if repo is not None and check_worker is not None
+        else None
     )
     # Tokens from CreateToken (or `lwdock token create`) live in the database; the tokens
     # file is asked first, so its tokens work even while the database is down.
@@ -85,12 +96,21 @@ def build_app(
             # SERVING only after the schema is current and while the database answers.
             if not await migrate_with_retry(db):
                 return
+            try:  # an S3 bucket that is missing or unreachable keeps us NOT_SERVING
+                await check_blob_store(blobs)
+            except Exception as exc:
+                log.error("blob store unusable: staying NOT_SERVING", extra={"error": str(exc)})
+                return
             service.ready = True
+            if worker is not None:
+                worker.start()
             await monitor(db, report)
 
         tasks.append(asyncio.create_task(migrate_then_monitor()))
 
     async def on_stop() -> None:
+        if worker is not None:
+            await worker.stop()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,4 +133,8 @@ def build_app(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="registry_service", description=__doc__)
     add_server_arguments(parser)
-    run(build_app, settings_from_args(parser.parse_args(argv)))
+    # The service as deployed runs its check worker (tests opt in through build_app).
+    run(
+        lambda settings: build_app(settings, check_worker=CheckWorkerOptions()),
+        settings_from_args(parser.parse_args(argv)),
+    )
