@@ -14,6 +14,7 @@ from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
 from registry_service.auth import DEFAULT_TOKEN_CACHE_TTL_S, DatabaseTokenVerifier
 from registry_service.blobs_config import check_blob_store, make_blob_store
+from registry_service.blobstore import collect_orphans
 from registry_service.checks import CheckWorker, CheckWorkerOptions
 from registry_service.database import Database, monitor
 from registry_service.migrations import MigrationError, migrate
@@ -54,11 +55,18 @@ async def migrate_with_retry(db: Database) -> bool:
         return True
 
 
+# Garbage collection of blobs without a learnware: hourly, for blobs older than a day.
+ORPHAN_INTERVAL_S = 3600.0
+ORPHAN_AGE_S = 86400.0
+
+
 def build_app(
     settings: Settings,
     *,
     token_cache_ttl_s: float = DEFAULT_TOKEN_CACHE_TTL_S,
     check_worker: CheckWorkerOptions | None = None,
+    orphan_interval_s: float = ORPHAN_INTERVAL_S,
+    orphan_age_s: float = ORPHAN_AGE_S,
 ) -> ServiceApp:
     """`check_worker`: run check jobs against reuse_service (settings.reuse_address) with
     these options once the database is migrated; None = no worker in this process (jobs stay
@@ -82,6 +90,21 @@ def build_app(
             RegistryServicer(service), server
         )
 
+    async def collect_orphans_forever() -> None:
+        """Blobs no learnware points to (failed uploads, deleted or replaced packages) are
+        removed once older than `orphan_age_s`, so an upload in flight is never touched."""
+        assert repo is not None
+        while True:
+            await asyncio.sleep(orphan_interval_s)
+            try:
+                removed = await collect_orphans(
+                    blobs, await repo.referenced_packages(), older_than_s=orphan_age_s
+                )
+                if removed:
+                    log.info("collected orphan blobs", extra={"count": len(removed)})
+            except Exception as exc:  # the next round tries again
+                log.warning("orphan collection failed", extra={"error": str(exc)})
+
     async def on_start(handle: ServerHandle) -> None:
         if db is None:
             log.error("no database configured (LWDOCK_DATABASE_URL): reporting NOT_SERVING")
@@ -104,6 +127,7 @@ def build_app(
             service.ready = True
             if worker is not None:
                 worker.start()
+            tasks.append(asyncio.create_task(collect_orphans_forever()))
             await monitor(db, report)
 
         tasks.append(asyncio.create_task(migrate_then_monitor()))
