@@ -42,9 +42,21 @@ lint: venv
 	$(VENV)/bin/buf lint
 	$(PY) scripts/gen_protos.py --check
 
-## Everything from nothing: venv, system and node packages, lint, the test suite.
+MACHINE_PG := postgresql://postgres@127.0.0.1:5432/postgres
+REGISTRY_TESTS := tests/test_registry_storage.py tests/test_registry_service.py \
+	tests/test_registry_tokens.py tests/test_registry_checks.py \
+	tests/test_registry_s3_and_watch.py tests/test_registry_operations.py
+
+## Everything from nothing: venv, system and node packages, lint, the test suite (on the
+## embedded PostgreSQL), then the registry's tests again on the machine's own PostgreSQL at
+## 127.0.0.1:5432 when one answers there.
 test: venv system-deps node-deps lint
 	$(VENV)/bin/pytest
+	@if $(PY) -c "import psycopg; psycopg.connect('$(MACHINE_PG)', connect_timeout=3).close()" \
+		2>/dev/null; then \
+		echo "registry tests again on the machine's PostgreSQL ($(MACHINE_PG))"; \
+		LWDOCK_TEST_DATABASE_URL=$(MACHINE_PG) $(VENV)/bin/pytest $(REGISTRY_TESTS); \
+	fi
 
 clean:
 	rm -rf $(VENV) tests/interop/node/node_modules

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # registry_service: largest learnware package accepted (RESOURCE_EXHAUSTED beyond).
+    max_package_bytes: int = 512 * 1024**2
+
     # spec_service: largest table accepted for a fit (RESOURCE_EXHAUSTED beyond).
     fit_max_bytes: int = 2 * 1024**3
     fit_max_rows: int = 20_000_000

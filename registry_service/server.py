@@ -87,7 +87,7 @@ def build_app(
 
     def register(server: grpc.aio.Server) -> None:
         registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-            RegistryServicer(service), server
+            RegistryServicer(service, max_package_bytes=settings.max_package_bytes), server
         )
 
     async def collect_orphans_forever() -> None:

@@ -35,8 +35,14 @@ pb = registry_service_pb2
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, service: RegistryService | None = None) -> None:
+    def __init__(
+        self,
+        service: RegistryService | None = None,
+        *,
+        max_package_bytes: int = uploads.MAX_UPLOAD_BYTES,
+    ) -> None:
         self.service = service or RegistryService(None, None)
+        self.max_package_bytes = max_package_bytes
 
     # -- learnwares ----------------------------------------------------------------------------
 
@@ -45,7 +51,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         request_iterator: AsyncIterable[pb.CreateLearnwareRequest],
         context: grpc.aio.ServicerContext,
     ) -> learnware_pb2.Learnware:
-        upload = await uploads.receive(request_iterator)
+        upload = await uploads.receive(request_iterator, limit=self.max_package_bytes)
         header = upload.header
         which = header.WhichOneof("semantic")
         semantic = parse_semantic(
@@ -70,7 +76,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         request_iterator: AsyncIterable[pb.ReplaceLearnwarePackageRequest],
         context: grpc.aio.ServicerContext,
     ) -> learnware_pb2.Learnware:
-        upload = await uploads.receive(request_iterator)
+        upload = await uploads.receive(request_iterator, limit=self.max_package_bytes)
         header = upload.header
         row = await self.service.replace_package(
             current_principal(),

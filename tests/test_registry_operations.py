@@ -1,4 +1,5 @@
-"""The registry removes blobs that no learnware points to, and only those."""
+"""Registry housekeeping and limits: orphan blobs are collected; the package size limit is
+configurable."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lwdock.embedded_db import scratch_database
@@ -19,14 +21,16 @@ from tests.conftest import service_settings
 from tests.test_registry_service import ZIP, upload_requests
 
 
-async def test_orphan_blobs_are_collected_and_packages_kept(
-    database_url: str, tmp_path: Path
-) -> None:
+async def test_size_limit_and_orphan_collection(database_url: str, tmp_path: Path) -> None:
     token = new_token()
     add_token(tmp_path / "tokens.json", token, "users/alice", "developer")
     with scratch_database(database_url, "lwdock_orphans") as url:
         settings = service_settings(
-            tmp_path, url, tokens_file=tmp_path / "tokens.json", blob_dir=tmp_path / "blobs"
+            tmp_path,
+            url,
+            tokens_file=tmp_path / "tokens.json",
+            blob_dir=tmp_path / "blobs",
+            max_package_bytes=len(ZIP),
         )
         handle = await start(build_app(settings, orphan_interval_s=0.2, orphan_age_s=0.0), settings)
         try:
@@ -40,6 +44,14 @@ async def test_orphan_blobs_are_collected_and_packages_kept(
                         break
                     await asyncio.sleep(0.1)
                 stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
+                # One byte over the configured limit: refused before anything is read.
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.CreateLearnware(
+                        iter(upload_requests(ZIP + b"\0")),
+                        metadata=(("authorization", f"Bearer {token}"),),
+                        timeout=30,
+                    )
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 await stub.CreateLearnware(
                     iter(upload_requests(ZIP)),
                     metadata=(("authorization", f"Bearer {token}"),),
