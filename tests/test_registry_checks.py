@@ -19,6 +19,7 @@ import grpc
 import psycopg
 import pytest
 import pytest_asyncio
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -351,3 +352,40 @@ async def test_worker_cancelled_mid_check_is_reclaimed_after_lease(env: Env) -> 
     assert done.state == JobState.DONE and done.attempts == 2 and done.log == "call 2"
     assert len(checker.requests) == 2
     hang.set()
+
+
+async def test_semantic_changes_recheck_only_when_they_matter(env: Env) -> None:
+    checker = await env.checker(answer(True, log="ok"))
+    await env.start_registry()
+    lw = await env.wait_state((await env.upload()).name, ACTIVE)
+    assert env.stub is not None
+    assert len(checker.requests) == 1
+
+    # Name / description: the learnware stays ACTIVE, no new check.
+    change = learnware_pb2.Learnware(name=lw.name, etag=lw.etag)
+    change.semantic_specification.description = "Digits 0-4 from 8x8 images, now documented."
+    renamed = await env.stub.UpdateLearnware(
+        pb.UpdateLearnwareRequest(
+            learnware=change,
+            update_mask=field_mask_pb2.FieldMask(paths=["semantic_specification.description"]),
+        ),
+        metadata=env.auth(),
+    )
+    assert renamed.state == ACTIVE
+    await asyncio.sleep(0.5)
+    assert len(checker.requests) == 1
+
+    # Task: back to PENDING, checked again, ACTIVE again.
+    change = learnware_pb2.Learnware(name=lw.name, etag=renamed.etag)
+    change.semantic_specification.task = "Regression"
+    retasked = await env.stub.UpdateLearnware(
+        pb.UpdateLearnwareRequest(
+            learnware=change,
+            update_mask=field_mask_pb2.FieldMask(paths=["semantic_specification.task"]),
+        ),
+        metadata=env.auth(),
+    )
+    assert retasked.state in (PENDING, CHECKING)
+    await env.wait_state(lw.name, ACTIVE)
+    assert len(checker.requests) == 2
+    assert checker.requests[1].semantic_specification.task == "Regression"
