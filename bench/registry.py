@@ -62,11 +62,12 @@ if str(ROOT) not in sys.path:
 from lwdock.embedded_db import EmbeddedPostgres, scratch_database  # noqa: E402
 from lwdock.package import validate_package  # noqa: E402
 from lwdock.registry.v1 import registry_service_pb2 as pb  # noqa: E402
-from lwdock.registry.v1 import registry_service_pb2_grpc, resources_pb2  # noqa: E402
+from lwdock.registry.v1 import registry_service_pb2_grpc  # noqa: E402
 from lwdock.semantic.checker import Semantic  # noqa: E402
 from lwdock.server.bootstrap import ServerHandle, start  # noqa: E402
 from lwdock.settings import Settings  # noqa: E402
 from lwdock.tokens import add_token, new_token  # noqa: E402
+from lwdock.uploads import create_learnware_requests  # noqa: E402
 from registry_service.repository import PackageInfo, Repository  # noqa: E402
 from registry_service.server import SERVICE_NAME, build_app  # noqa: E402
 from registry_service.service import new_specifications  # noqa: E402
@@ -103,16 +104,9 @@ def rezip(data: bytes, comment: bytes) -> bytes:
 
 
 def upload_requests(data: bytes, semantic_json: str) -> list[pb.CreateLearnwareRequest]:
-    header = resources_pb2.UploadHeader(
-        request_id=str(uuid.uuid4()),
-        semantic_specification_json=semantic_json,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+    return create_learnware_requests(
+        data, semantic_json=semantic_json, request_id=str(uuid.uuid4()), chunk_bytes=CHUNK
     )
-    messages = [pb.CreateLearnwareRequest(header=header)]
-    for start_at in range(0, len(data), CHUNK):
-        messages.append(pb.CreateLearnwareRequest(chunk=data[start_at : start_at + CHUNK]))
-    return messages
 
 
 # --- the server ----------------------------------------------------------------------------

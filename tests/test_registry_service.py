@@ -30,6 +30,7 @@ from lwdock.registry.v1 import registry_service_pb2_grpc, resources_pb2
 from lwdock.server.bootstrap import ServerHandle, start
 from lwdock.tensors import to_numpy
 from lwdock.tokens import add_token, new_token
+from lwdock.uploads import create_learnware_requests
 from registry_service.blobstore import LocalBlobStore
 from registry_service.server import SERVICE_NAME, build_app
 from tests.conftest import FIXTURES, service_settings
@@ -98,16 +99,14 @@ def upload_requests(
     size: int | None = None,
     semantic_json: str = SEMANTIC_JSON,
 ) -> list[pb.CreateLearnwareRequest]:
-    header = resources_pb2.UploadHeader(
+    return create_learnware_requests(
+        data,
+        semantic_json=semantic_json,
         request_id=request_id,
-        semantic_specification_json=semantic_json,
-        size_bytes=len(data) if size is None else size,
-        sha256=hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
+        sha256=sha256,
+        size=size,
+        chunk_bytes=CHUNK,
     )
-    messages = [pb.CreateLearnwareRequest(header=header)]
-    for start_at in range(0, len(data), CHUNK):
-        messages.append(pb.CreateLearnwareRequest(chunk=data[start_at : start_at + CHUNK]))
-    return messages
 
 
 def rezip(data: bytes, comment: bytes) -> bytes:
