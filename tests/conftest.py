@@ -7,6 +7,7 @@ with `grpc.so_reuseport` off, in the test process's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lwdock.embedded_db import EmbeddedPostgres
 from lwdock.server.bootstrap import ServerHandle, start
@@ -116,3 +118,28 @@ def venv_bin(name: str) -> str:
     if found is None:
         pytest.fail(f"{name} is not installed in the test environment")
     return found
+
+
+async def wait_serving(channel: grpc.aio.Channel, service: str, attempts: int = 300) -> None:
+    """Poll grpc.health.v1 every 0.1 s until `service` is SERVING; fail the test otherwise."""
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(attempts):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{service} never became SERVING")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1, for the S3 blob store."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

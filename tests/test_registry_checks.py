@@ -9,22 +9,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from lwdock.common.v1 import learnware_pb2
+from lwdock.embedded_db import scratch_database
 from lwdock.registry.v1 import registry_service_pb2 as pb
 from lwdock.registry.v1 import registry_service_pb2_grpc
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
@@ -35,7 +31,7 @@ from registry_service.checks import CheckWorkerOptions
 from registry_service.database import Database
 from registry_service.repository import JobState, Repository
 from registry_service.server import SERVICE_NAME, build_app
-from tests.conftest import service_settings
+from tests.conftest import service_settings, wait_serving
 from tests.test_registry_service import ZIP, upload_requests
 
 PENDING = learnware_pb2.LEARNWARE_STATE_PENDING
@@ -115,14 +111,7 @@ class Env:
     async def start_registry(self, options: CheckWorkerOptions = FAST) -> None:
         self.handle = await start(build_app(self.settings, check_worker=options), self.settings)
         self.channel = grpc.aio.insecure_channel(self.handle.address)
-        health = health_pb2_grpc.HealthStub(self.channel)
-        for _ in range(300):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("registry never became SERVING")
+        await wait_serving(self.channel, SERVICE_NAME)
         self.stub = registry_service_pb2_grpc.RegistryServiceStub(self.channel)
 
     async def stop_registry(self) -> None:
@@ -167,18 +156,8 @@ class Env:
 
 @pytest.fixture
 def fresh_db(database_url: str) -> Iterator[str]:
-    name = f"lwdock_rc_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(database_url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with scratch_database(database_url, "lwdock_rc") as url:
+        yield url
 
 
 @pytest_asyncio.fixture

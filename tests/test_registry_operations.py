@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lwdock.embedded_db import scratch_database
 from lwdock.registry.v1 import registry_service_pb2_grpc
@@ -17,7 +16,7 @@ from lwdock.server.bootstrap import start
 from lwdock.tokens import add_token, new_token
 from registry_service.blobstore import LocalBlobStore
 from registry_service.server import SERVICE_NAME, build_app
-from tests.conftest import service_settings
+from tests.conftest import service_settings, wait_serving
 from tests.test_registry_service import ZIP, upload_requests
 
 
@@ -35,14 +34,7 @@ async def test_size_limit_and_orphan_collection(database_url: str, tmp_path: Pat
         handle = await start(build_app(settings, orphan_interval_s=0.2, orphan_age_s=0.0), settings)
         try:
             async with grpc.aio.insecure_channel(handle.address) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                for _ in range(300):
-                    reply = await health.Check(
-                        health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                    await asyncio.sleep(0.1)
+                await wait_serving(channel, SERVICE_NAME)
                 stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
                 # One byte over the configured limit: refused before anything is read.
                 with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -18,7 +18,6 @@ import grpc
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lwdock.common.v1 import learnware_pb2
 from lwdock.registry.v1 import registry_service_pb2 as pb
@@ -36,7 +35,7 @@ from registry_service.blobstore import LocalBlobStore, S3BlobStore
 from registry_service.database import Database
 from registry_service.repository import ChangeEventRow, Repository
 from registry_service.server import SERVICE_NAME, build_app
-from tests.conftest import service_settings
+from tests.conftest import service_settings, wait_serving
 from tests.test_registry_service import ZIP, module_db, rezip, upload_requests
 
 __all__ = ["module_db"]  # a fixture, imported for this module
@@ -56,19 +55,6 @@ class S3Registry:
 
     def auth(self, who: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.tokens[who]}"),)
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +104,7 @@ async def s3_registry(
     db = Database(module_db)
     await db.pool.open(wait=True)
     try:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("registry never became SERVING")
+        await wait_serving(channel, SERVICE_NAME)
         yield S3Registry(
             handle,
             channel,

@@ -33,7 +33,7 @@ from lwdock.tokens import add_token, new_token
 from lwdock.uploads import create_learnware_requests
 from registry_service.blobstore import LocalBlobStore
 from registry_service.server import SERVICE_NAME, build_app
-from tests.conftest import FIXTURES, service_settings
+from tests.conftest import FIXTURES, service_settings, wait_serving
 
 ZIP = (FIXTURES / "learnware_digits_svc.zip").read_bytes()
 SEMANTIC_JSON = (FIXTURES / "learnware_digits_svc.semantic.json").read_text()
@@ -72,14 +72,7 @@ async def registry(
     handle = await start(build_app(settings), settings)
     channel = grpc.aio.insecure_channel(handle.address)
     try:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("registry never became SERVING")
+        await wait_serving(channel, SERVICE_NAME)
         yield Registry(
             handle,
             registry_service_pb2_grpc.RegistryServiceStub(channel),

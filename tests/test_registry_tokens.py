@@ -28,7 +28,7 @@ from lwdock.tokens import add_token, hash_token, new_token
 from registry_service.auth import DatabaseTokenVerifier
 from registry_service.repository import Role, TokenRow
 from registry_service.server import SERVICE_NAME, build_app
-from tests.conftest import service_settings, venv_bin
+from tests.conftest import service_settings, venv_bin, wait_serving
 from tests.test_registry_service import ZIP, rezip, upload_requests
 
 TTL_S = 0.2
@@ -53,21 +53,15 @@ class Running:
 
 @asynccontextmanager
 async def registry_on(
-    url: str, home: Path, tokens_file: Path, *, wait_serving: bool = True
+    url: str, home: Path, tokens_file: Path, *, until_serving: bool = True
 ) -> AsyncIterator[Running]:
     settings = service_settings(home, url, tokens_file=tokens_file, blob_dir=home / "blobs")
     handle = await start(build_app(settings, token_cache_ttl_s=TTL_S), settings)
     channel = grpc.aio.insecure_channel(handle.address)
     try:
         health = health_pb2_grpc.HealthStub(channel)
-        if wait_serving:
-            for _ in range(300):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("registry never became SERVING")
+        if until_serving:
+            await wait_serving(channel, SERVICE_NAME)
         yield Running(handle, registry_service_pb2_grpc.RegistryServiceStub(channel), health)
     finally:
         await channel.close()
@@ -135,7 +129,7 @@ async def test_unreachable_database_makes_unknown_tokens_unavailable(tmp_path: P
     tokens_file = tmp_path / "tokens.json"
     admin = new_token()
     add_token(tokens_file, admin, "users/admin", "admin")
-    async with registry_on(url, tmp_path, tokens_file, wait_serving=False) as reg:
+    async with registry_on(url, tmp_path, tokens_file, until_serving=False) as reg:
         # The database cannot say whether this token is valid: retryable, not UNAUTHENTICATED.
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await reg.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(new_token()))
