@@ -60,6 +60,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # OpenTelemetry tracing of every RPC (lwdock.tracing): none, console (spans as JSON on
+    # stdout), or otlp (OTEL_EXPORTER_OTLP_* variables; needs opentelemetry-exporter-otlp).
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
 
     # registry_service: largest learnware package accepted (RESOURCE_EXHAUSTED beyond).
     max_package_bytes: int = 512 * 1024**2
@@ -67,6 +70,9 @@ class Settings(BaseSettings):
     # spec_service: largest table accepted for a fit (RESOURCE_EXHAUSTED beyond).
     fit_max_bytes: int = 2 * 1024**3
     fit_max_rows: int = 20_000_000
+    # spec_service: where fits run: auto (a CUDA GPU when torch sees one, else the CPU), cpu,
+    # cuda or cuda:N.
+    fit_device: str = "auto"
 
     # reuse_service: run model code without a sandbox (development only; health reports it).
     allow_unsandboxed: bool = False

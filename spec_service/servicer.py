@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from lwdock.converters import rkme_to_proto, statistical_spec_from_proto
 from lwdock.errors import FieldViolation, InvalidArgument
 from lwdock.rkme import RKMESpec, SpecType, inner_product
+from lwdock.rkme.device import resolve_device
 from lwdock.rkme.embedding import DEFAULT_DIMENSION, rff_embedding
 from lwdock.rkme.herding import herd
 from lwdock.rkme.text import EMBEDDING_MODEL, MAX_TEXTS, MAX_TOTAL_CHARACTERS
@@ -111,6 +112,8 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
     def __init__(self, settings: Settings, operations: OperationStore) -> None:
         self.settings = settings
         self.operations = operations
+        # "cpu" or the CUDA device fits run on (checked at start: a bad setting stops startup)
+        self.device = resolve_device(settings.fit_device, "LWDOCK_FIT_DEVICE")
 
     async def FitTableSpecification(
         self,
@@ -163,8 +166,13 @@ class SpecServicer(spec_service_pb2_grpc.SpecServiceServicer):
     def _start_fit(
         self, kind: FitKind, data: object, options: dict[str, object], rows: int
     ) -> operations_pb2.Operation:
+        options = {**options, "device": self.device}
         metadata = resources_pb2.FitSpecificationMetadata(
-            stage="queued", rows_received=rows, create_time=_now(), update_time=_now()
+            stage="queued",
+            rows_received=rows,
+            create_time=_now(),
+            update_time=_now(),
+            device=self.device,
         )
 
         async def work(set_metadata):  # type: ignore[no-untyped-def]

