@@ -76,6 +76,11 @@ class Settings(BaseSettings):
 
     # reuse_service: run model code without a sandbox (development only; health reports it).
     allow_unsandboxed: bool = False
+    # reuse_service: warm sandbox workers kept (one per package, LRU), each worker's address
+    # space limit, and the wall-clock limit of one load or predict in a sandbox.
+    reuse_max_workers: int = 8
+    reuse_worker_memory_mib: int = 4096
+    reuse_call_timeout_s: float = 60.0
 
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.home / "blobs"

@@ -1,4 +1,4 @@
-"""Wiring of reuse_service: lwdock.reuse.v1 and KServe v2 on one server."""
+"""Wiring of reuse_service: lwdock.reuse.v1, KServe v2 and Operations on one server."""
 
 from __future__ import annotations
 
@@ -6,14 +6,21 @@ import argparse
 import logging
 
 import grpc
+from google.longrunning import operations_pb2_grpc
 
 from lwdock.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
+from lwdock.server.operations import OPERATIONS_SERVICE_NAME, OperationsServicer, OperationStore
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
+from reuse_service.engine import ReuseEngine
+from reuse_service.fitted import ReuserStore
+from reuse_service.packages import PackageStore
+from reuse_service.registry_client import RegistryClient
 from reuse_service.runtime import RuntimeState
-from reuse_service.sandbox import probe_bubblewrap
+from reuse_service.sandbox import SandboxLimits, probe_bubblewrap
 from reuse_service.servicer import InferenceServicer, ReuseServicer
+from reuse_service.workers import WorkerPool
 
 SERVICE_NAME = reuse_service_pb2.DESCRIPTOR.services_by_name["ReuseService"].full_name
 INFERENCE_SERVICE_NAME = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name[
@@ -23,14 +30,31 @@ INFERENCE_SERVICE_NAME = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name[
 log = logging.getLogger("lwdock.reuse")
 
 
-def build_app(settings: Settings) -> ServiceApp:
+def limits_from_settings(settings: Settings) -> SandboxLimits:
+    return SandboxLimits(
+        memory_bytes=settings.reuse_worker_memory_mib * 1024**2,
+        call_timeout_s=settings.reuse_call_timeout_s,
+    )
+
+
+def build_app(settings: Settings, limits: SandboxLimits | None = None) -> ServiceApp:
     state = RuntimeState(allow_unsandboxed=settings.allow_unsandboxed)
+    limits = limits or limits_from_settings(settings)
+    home = settings.home / "reuse"
+    pool = WorkerPool(settings.reuse_max_workers)
+    registry = RegistryClient(settings.registry_address)
+    engine = ReuseEngine(state, limits, PackageStore(home / "packages"), pool, registry)
+    operations = OperationStore(domain="lwdock.reuse")
+    reusers = ReuserStore(home / "reusers")
 
     def register(server: grpc.aio.Server) -> None:
-        reuse_service_pb2_grpc.add_ReuseServiceServicer_to_server(ReuseServicer(state), server)
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(state), server
+        reuse_service_pb2_grpc.add_ReuseServiceServicer_to_server(
+            ReuseServicer(state, engine, reusers, operations), server
         )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(state, engine), server
+        )
+        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(operations), server)
 
     async def on_start(handle: ServerHandle) -> None:
         state.sandbox = await probe_bubblewrap()
@@ -48,11 +72,17 @@ def build_app(settings: Settings) -> ServiceApp:
         await handle.set_serving(SERVICE_NAME, True)
         await handle.set_serving(INFERENCE_SERVICE_NAME, True)
 
+    async def on_stop() -> None:
+        await operations.close()
+        await pool.close()
+        await registry.close()
+
     return ServiceApp(
         name="reuse",
-        services=[SERVICE_NAME, INFERENCE_SERVICE_NAME],
+        services=[SERVICE_NAME, INFERENCE_SERVICE_NAME, OPERATIONS_SERVICE_NAME],
         register=register,
         on_start=on_start,
+        on_stop=on_stop,
         initially_not_serving={SERVICE_NAME, INFERENCE_SERVICE_NAME},
     )
 

@@ -32,7 +32,7 @@ from lwdock.common.v1 import tensor_pb2 as lwdock_dot_common_dot_v1_dot_tensor__
 from lwdock.reuse.v1 import resources_pb2 as lwdock_dot_reuse_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lwdock/reuse/v1/reuse_service.proto\x12\x0flwdock.reuse.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x17google/rpc/status.proto\x1a\x1flwdock/common/v1/semantic.proto\x1a$lwdock/common/v1/specification.proto\x1a\x1dlwdock/common/v1/tensor.proto\x1a\x1flwdock/reuse/v1/resources.proto\"\x90\x02\n\x0ePredictRequest\x12\x39\n\nlearnwares\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.LearnwareSelectionH\x00\x12\x10\n\x06reuser\x18\x02 \x01(\tH\x00\x12\x30\n\x08strategy\x18\x03 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12-\n\x05input\x18\x04 \x01(\x0b\x32\x18.lwdock.common.v1.TensorB\x04\xe2\x41\x01\x02\x12\x46\n\x12user_specification\x18\x05 \x01(\x0b\x32*.lwdock.common.v1.StatisticalSpecificationB\x08\n\x06target\"o\n\x0cMemberResult\x12\x11\n\tlearnware\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12(\n\x06output\x18\x03 \x01(\x0b\x32\x18.lwdock.common.v1.Tensor\"\x9d\x01\n\x0fPredictResponse\x12(\n\x06output\x18\x01 \x01(\x0b\x32\x18.lwdock.common.v1.Tensor\x12\x30\n\x08strategy\x18\x02 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12.\n\x07members\x18\x03 \x03(\x0b\x32\x1d.lwdock.reuse.v1.MemberResult\"\xe6\x01\n\x13StreamPredictConfig\x12\x39\n\nlearnwares\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.LearnwareSelectionH\x00\x12\x10\n\x06reuser\x18\x02 \x01(\tH\x00\x12\x30\n\x08strategy\x18\x03 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12\x46\n\x12user_specification\x18\x04 \x01(\x0b\x32*.lwdock.common.v1.StatisticalSpecificationB\x08\n\x06target\"\x9c\x01\n\x14StreamPredictRequest\x12\x36\n\x06\x63onfig\x18\x01 \x01(\x0b\x32$.lwdock.reuse.v1.StreamPredictConfigH\x00\x12\x30\n\x06header\x18\x02 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x03 \x01(\x0cH\x00\x42\t\n\x07message\"\x9f\x01\n\x15StreamPredictResponse\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x38\n\x07summary\x18\x03 \x01(\x0b\x32%.lwdock.reuse.v1.StreamPredictSummaryH\x00\x42\t\n\x07message\"x\n\x14StreamPredictSummary\x12\x30\n\x08strategy\x18\x01 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12.\n\x07members\x18\x02 \x03(\x0b\x32\x1d.lwdock.reuse.v1.MemberResult\"\xb3\x01\n\x12\x43reateReuserConfig\x12=\n\nlearnwares\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.LearnwareSelectionB\x04\xe2\x41\x01\x02\x12\x36\n\x08strategy\x18\x02 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategyB\x04\xe2\x41\x01\x02\x12\x12\n\x04mode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xe5\x01\n\x13\x43reateReuserRequest\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.CreateReuserConfigH\x00\x12\x32\n\x08x_header\x18\x02 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x11\n\x07x_chunk\x18\x03 \x01(\x0cH\x00\x12\x32\n\x08y_header\x18\x04 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x11\n\x07y_chunk\x18\x05 \x01(\x0cH\x00\x42\t\n\x07message\"&\n\x10GetReuserRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x13\x44\x65leteReuserRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa2\x01\n\x15\x43heckLearnwareRequest\x12\x11\n\tlearnware\x18\x01 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x02 \x01(\t\x12\x0f\n\x07package\x18\x03 \x01(\x0c\x12M\n\x16semantic_specification\x18\x04 \x01(\x0b\x32\'.lwdock.common.v1.SemanticSpecificationB\x04\xe2\x41\x01\x02\"E\n\x16\x43heckLearnwareResponse\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0b\n\x03log\x18\x03 \x01(\t\"\x17\n\x15GetRuntimeInfoRequest\"\xef\x01\n\x16GetRuntimeInfoResponse\x12\x19\n\x11sandbox_available\x18\x01 \x01(\x08\x12\x14\n\x0csandbox_kind\x18\x02 \x01(\t\x12\"\n\x1asandbox_unavailable_reason\x18\x03 \x01(\t\x12 \n\x18unsandboxed_runs_allowed\x18\x04 \x01(\x08\x12*\n\x08runtimes\x18\x05 \x03(\x0b\x32\x18.lwdock.reuse.v1.Runtime\x12\x32\n\nstrategies\x18\x06 \x03(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy2\xb8\x05\n\x0cReuseService\x12L\n\x07Predict\x12\x1f.lwdock.reuse.v1.PredictRequest\x1a .lwdock.reuse.v1.PredictResponse\x12\x62\n\rStreamPredict\x12%.lwdock.reuse.v1.StreamPredictRequest\x1a&.lwdock.reuse.v1.StreamPredictResponse(\x01\x30\x01\x12\x98\x01\n\x0c\x43reateReuser\x12$.lwdock.reuse.v1.CreateReuserRequest\x1a\x1d.google.longrunning.Operation\"A\xca\x41>\n\x16lwdock.reuse.v1.Reuser\x12$lwdock.reuse.v1.CreateReuserMetadata(\x01\x12G\n\tGetReuser\x12!.lwdock.reuse.v1.GetReuserRequest\x1a\x17.lwdock.reuse.v1.Reuser\x12L\n\x0c\x44\x65leteReuser\x12$.lwdock.reuse.v1.DeleteReuserRequest\x1a\x16.google.protobuf.Empty\x12\x61\n\x0e\x43heckLearnware\x12&.lwdock.reuse.v1.CheckLearnwareRequest\x1a\'.lwdock.reuse.v1.CheckLearnwareResponse\x12\x61\n\x0eGetRuntimeInfo\x12&.lwdock.reuse.v1.GetRuntimeInfoRequest\x1a\'.lwdock.reuse.v1.GetRuntimeInfoResponseBr\n\x13\x64\x65v.lwdock.reuse.v1P\x01ZGgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/reuse/v1;reusev1\xaa\x02\x0fLwdock.Reuse.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lwdock/reuse/v1/reuse_service.proto\x12\x0flwdock.reuse.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x17google/rpc/status.proto\x1a\x1flwdock/common/v1/semantic.proto\x1a$lwdock/common/v1/specification.proto\x1a\x1dlwdock/common/v1/tensor.proto\x1a\x1flwdock/reuse/v1/resources.proto\"\xaf\x02\n\x0ePredictRequest\x12\x39\n\nlearnwares\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.LearnwareSelectionH\x00\x12\x10\n\x06reuser\x18\x02 \x01(\tH\x00\x12\x30\n\x08strategy\x18\x03 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12-\n\x05input\x18\x04 \x01(\x0b\x32\x18.lwdock.common.v1.TensorB\x04\xe2\x41\x01\x02\x12\x46\n\x12user_specification\x18\x05 \x01(\x0b\x32*.lwdock.common.v1.StatisticalSpecification\x12\x1d\n\x15return_member_outputs\x18\x06 \x01(\x08\x42\x08\n\x06target\"o\n\x0cMemberResult\x12\x11\n\tlearnware\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12(\n\x06output\x18\x03 \x01(\x0b\x32\x18.lwdock.common.v1.Tensor\"\x9d\x01\n\x0fPredictResponse\x12(\n\x06output\x18\x01 \x01(\x0b\x32\x18.lwdock.common.v1.Tensor\x12\x30\n\x08strategy\x18\x02 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12.\n\x07members\x18\x03 \x03(\x0b\x32\x1d.lwdock.reuse.v1.MemberResult\"\x85\x02\n\x13StreamPredictConfig\x12\x39\n\nlearnwares\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.LearnwareSelectionH\x00\x12\x10\n\x06reuser\x18\x02 \x01(\tH\x00\x12\x30\n\x08strategy\x18\x03 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12\x46\n\x12user_specification\x18\x04 \x01(\x0b\x32*.lwdock.common.v1.StatisticalSpecification\x12\x1d\n\x15return_member_outputs\x18\x05 \x01(\x08\x42\x08\n\x06target\"\x9c\x01\n\x14StreamPredictRequest\x12\x36\n\x06\x63onfig\x18\x01 \x01(\x0b\x32$.lwdock.reuse.v1.StreamPredictConfigH\x00\x12\x30\n\x06header\x18\x02 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x03 \x01(\x0cH\x00\x42\t\n\x07message\"\x9f\x01\n\x15StreamPredictResponse\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x38\n\x07summary\x18\x03 \x01(\x0b\x32%.lwdock.reuse.v1.StreamPredictSummaryH\x00\x42\t\n\x07message\"x\n\x14StreamPredictSummary\x12\x30\n\x08strategy\x18\x01 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy\x12.\n\x07members\x18\x02 \x03(\x0b\x32\x1d.lwdock.reuse.v1.MemberResult\"\xb3\x01\n\x12\x43reateReuserConfig\x12=\n\nlearnwares\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.LearnwareSelectionB\x04\xe2\x41\x01\x02\x12\x36\n\x08strategy\x18\x02 \x01(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategyB\x04\xe2\x41\x01\x02\x12\x12\n\x04mode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xe5\x01\n\x13\x43reateReuserRequest\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32#.lwdock.reuse.v1.CreateReuserConfigH\x00\x12\x32\n\x08x_header\x18\x02 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x11\n\x07x_chunk\x18\x03 \x01(\x0cH\x00\x12\x32\n\x08y_header\x18\x04 \x01(\x0b\x32\x1e.lwdock.common.v1.TensorHeaderH\x00\x12\x11\n\x07y_chunk\x18\x05 \x01(\x0cH\x00\x42\t\n\x07message\"&\n\x10GetReuserRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x13\x44\x65leteReuserRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa2\x01\n\x15\x43heckLearnwareRequest\x12\x11\n\tlearnware\x18\x01 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x02 \x01(\t\x12\x0f\n\x07package\x18\x03 \x01(\x0c\x12M\n\x16semantic_specification\x18\x04 \x01(\x0b\x32\'.lwdock.common.v1.SemanticSpecificationB\x04\xe2\x41\x01\x02\"E\n\x16\x43heckLearnwareResponse\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0b\n\x03log\x18\x03 \x01(\t\"\x17\n\x15GetRuntimeInfoRequest\"\xef\x01\n\x16GetRuntimeInfoResponse\x12\x19\n\x11sandbox_available\x18\x01 \x01(\x08\x12\x14\n\x0csandbox_kind\x18\x02 \x01(\t\x12\"\n\x1asandbox_unavailable_reason\x18\x03 \x01(\t\x12 \n\x18unsandboxed_runs_allowed\x18\x04 \x01(\x08\x12*\n\x08runtimes\x18\x05 \x03(\x0b\x32\x18.lwdock.reuse.v1.Runtime\x12\x32\n\nstrategies\x18\x06 \x03(\x0e\x32\x1e.lwdock.reuse.v1.ReuseStrategy2\xb8\x05\n\x0cReuseService\x12L\n\x07Predict\x12\x1f.lwdock.reuse.v1.PredictRequest\x1a .lwdock.reuse.v1.PredictResponse\x12\x62\n\rStreamPredict\x12%.lwdock.reuse.v1.StreamPredictRequest\x1a&.lwdock.reuse.v1.StreamPredictResponse(\x01\x30\x01\x12\x98\x01\n\x0c\x43reateReuser\x12$.lwdock.reuse.v1.CreateReuserRequest\x1a\x1d.google.longrunning.Operation\"A\xca\x41>\n\x16lwdock.reuse.v1.Reuser\x12$lwdock.reuse.v1.CreateReuserMetadata(\x01\x12G\n\tGetReuser\x12!.lwdock.reuse.v1.GetReuserRequest\x1a\x17.lwdock.reuse.v1.Reuser\x12L\n\x0c\x44\x65leteReuser\x12$.lwdock.reuse.v1.DeleteReuserRequest\x1a\x16.google.protobuf.Empty\x12\x61\n\x0e\x43heckLearnware\x12&.lwdock.reuse.v1.CheckLearnwareRequest\x1a\'.lwdock.reuse.v1.CheckLearnwareResponse\x12\x61\n\x0eGetRuntimeInfo\x12&.lwdock.reuse.v1.GetRuntimeInfoRequest\x1a\'.lwdock.reuse.v1.GetRuntimeInfoResponseBr\n\x13\x64\x65v.lwdock.reuse.v1P\x01ZGgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/reuse/v1;reusev1\xaa\x02\x0fLwdock.Reuse.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,35 +57,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REUSESERVICE'].methods_by_name['CreateReuser']._loaded_options = None
   _globals['_REUSESERVICE'].methods_by_name['CreateReuser']._serialized_options = b'\312A>\n\026lwdock.reuse.v1.Reuser\022$lwdock.reuse.v1.CreateReuserMetadata'
   _globals['_PREDICTREQUEST']._serialized_start=316
-  _globals['_PREDICTREQUEST']._serialized_end=588
-  _globals['_MEMBERRESULT']._serialized_start=590
-  _globals['_MEMBERRESULT']._serialized_end=701
-  _globals['_PREDICTRESPONSE']._serialized_start=704
-  _globals['_PREDICTRESPONSE']._serialized_end=861
-  _globals['_STREAMPREDICTCONFIG']._serialized_start=864
-  _globals['_STREAMPREDICTCONFIG']._serialized_end=1094
-  _globals['_STREAMPREDICTREQUEST']._serialized_start=1097
-  _globals['_STREAMPREDICTREQUEST']._serialized_end=1253
-  _globals['_STREAMPREDICTRESPONSE']._serialized_start=1256
-  _globals['_STREAMPREDICTRESPONSE']._serialized_end=1415
-  _globals['_STREAMPREDICTSUMMARY']._serialized_start=1417
-  _globals['_STREAMPREDICTSUMMARY']._serialized_end=1537
-  _globals['_CREATEREUSERCONFIG']._serialized_start=1540
-  _globals['_CREATEREUSERCONFIG']._serialized_end=1719
-  _globals['_CREATEREUSERREQUEST']._serialized_start=1722
-  _globals['_CREATEREUSERREQUEST']._serialized_end=1951
-  _globals['_GETREUSERREQUEST']._serialized_start=1953
-  _globals['_GETREUSERREQUEST']._serialized_end=1991
-  _globals['_DELETEREUSERREQUEST']._serialized_start=1993
-  _globals['_DELETEREUSERREQUEST']._serialized_end=2034
-  _globals['_CHECKLEARNWAREREQUEST']._serialized_start=2037
-  _globals['_CHECKLEARNWAREREQUEST']._serialized_end=2199
-  _globals['_CHECKLEARNWARERESPONSE']._serialized_start=2201
-  _globals['_CHECKLEARNWARERESPONSE']._serialized_end=2270
-  _globals['_GETRUNTIMEINFOREQUEST']._serialized_start=2272
-  _globals['_GETRUNTIMEINFOREQUEST']._serialized_end=2295
-  _globals['_GETRUNTIMEINFORESPONSE']._serialized_start=2298
-  _globals['_GETRUNTIMEINFORESPONSE']._serialized_end=2537
-  _globals['_REUSESERVICE']._serialized_start=2540
-  _globals['_REUSESERVICE']._serialized_end=3236
+  _globals['_PREDICTREQUEST']._serialized_end=619
+  _globals['_MEMBERRESULT']._serialized_start=621
+  _globals['_MEMBERRESULT']._serialized_end=732
+  _globals['_PREDICTRESPONSE']._serialized_start=735
+  _globals['_PREDICTRESPONSE']._serialized_end=892
+  _globals['_STREAMPREDICTCONFIG']._serialized_start=895
+  _globals['_STREAMPREDICTCONFIG']._serialized_end=1156
+  _globals['_STREAMPREDICTREQUEST']._serialized_start=1159
+  _globals['_STREAMPREDICTREQUEST']._serialized_end=1315
+  _globals['_STREAMPREDICTRESPONSE']._serialized_start=1318
+  _globals['_STREAMPREDICTRESPONSE']._serialized_end=1477
+  _globals['_STREAMPREDICTSUMMARY']._serialized_start=1479
+  _globals['_STREAMPREDICTSUMMARY']._serialized_end=1599
+  _globals['_CREATEREUSERCONFIG']._serialized_start=1602
+  _globals['_CREATEREUSERCONFIG']._serialized_end=1781
+  _globals['_CREATEREUSERREQUEST']._serialized_start=1784
+  _globals['_CREATEREUSERREQUEST']._serialized_end=2013
+  _globals['_GETREUSERREQUEST']._serialized_start=2015
+  _globals['_GETREUSERREQUEST']._serialized_end=2053
+  _globals['_DELETEREUSERREQUEST']._serialized_start=2055
+  _globals['_DELETEREUSERREQUEST']._serialized_end=2096
+  _globals['_CHECKLEARNWAREREQUEST']._serialized_start=2099
+  _globals['_CHECKLEARNWAREREQUEST']._serialized_end=2261
+  _globals['_CHECKLEARNWARERESPONSE']._serialized_start=2263
+  _globals['_CHECKLEARNWARERESPONSE']._serialized_end=2332
+  _globals['_GETRUNTIMEINFOREQUEST']._serialized_start=2334
+  _globals['_GETRUNTIMEINFOREQUEST']._serialized_end=2357
+  _globals['_GETRUNTIMEINFORESPONSE']._serialized_start=2360
+  _globals['_GETRUNTIMEINFORESPONSE']._serialized_end=2599
+  _globals['_REUSESERVICE']._serialized_start=2602
+  _globals['_REUSESERVICE']._serialized_end=3298
 # @@protoc_insertion_point(module_scope)

@@ -15,18 +15,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("learnwares", "reuser", "strategy", "input", "user_specification")
+    __slots__ = ("learnwares", "reuser", "strategy", "input", "user_specification", "return_member_outputs")
     LEARNWARES_FIELD_NUMBER: _ClassVar[int]
     REUSER_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     USER_SPECIFICATION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_MEMBER_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     learnwares: _resources_pb2.LearnwareSelection
     reuser: str
     strategy: _resources_pb2.ReuseStrategy
     input: _tensor_pb2.Tensor
     user_specification: _specification_pb2.StatisticalSpecification
-    def __init__(self, learnwares: _Optional[_Union[_resources_pb2.LearnwareSelection, _Mapping]] = ..., reuser: _Optional[str] = ..., strategy: _Optional[_Union[_resources_pb2.ReuseStrategy, str]] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., user_specification: _Optional[_Union[_specification_pb2.StatisticalSpecification, _Mapping]] = ...) -> None: ...
+    return_member_outputs: bool
+    def __init__(self, learnwares: _Optional[_Union[_resources_pb2.LearnwareSelection, _Mapping]] = ..., reuser: _Optional[str] = ..., strategy: _Optional[_Union[_resources_pb2.ReuseStrategy, str]] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., user_specification: _Optional[_Union[_specification_pb2.StatisticalSpecification, _Mapping]] = ..., return_member_outputs: _Optional[bool] = ...) -> None: ...
 
 class MemberResult(_message.Message):
     __slots__ = ("learnware", "status", "output")
@@ -49,16 +51,18 @@ class PredictResponse(_message.Message):
     def __init__(self, output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., strategy: _Optional[_Union[_resources_pb2.ReuseStrategy, str]] = ..., members: _Optional[_Iterable[_Union[MemberResult, _Mapping]]] = ...) -> None: ...
 
 class StreamPredictConfig(_message.Message):
-    __slots__ = ("learnwares", "reuser", "strategy", "user_specification")
+    __slots__ = ("learnwares", "reuser", "strategy", "user_specification", "return_member_outputs")
     LEARNWARES_FIELD_NUMBER: _ClassVar[int]
     REUSER_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     USER_SPECIFICATION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_MEMBER_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     learnwares: _resources_pb2.LearnwareSelection
     reuser: str
     strategy: _resources_pb2.ReuseStrategy
     user_specification: _specification_pb2.StatisticalSpecification
-    def __init__(self, learnwares: _Optional[_Union[_resources_pb2.LearnwareSelection, _Mapping]] = ..., reuser: _Optional[str] = ..., strategy: _Optional[_Union[_resources_pb2.ReuseStrategy, str]] = ..., user_specification: _Optional[_Union[_specification_pb2.StatisticalSpecification, _Mapping]] = ...) -> None: ...
+    return_member_outputs: bool
+    def __init__(self, learnwares: _Optional[_Union[_resources_pb2.LearnwareSelection, _Mapping]] = ..., reuser: _Optional[str] = ..., strategy: _Optional[_Union[_resources_pb2.ReuseStrategy, str]] = ..., user_specification: _Optional[_Union[_specification_pb2.StatisticalSpecification, _Mapping]] = ..., return_member_outputs: _Optional[bool] = ...) -> None: ...
 
 class StreamPredictRequest(_message.Message):
     __slots__ = ("config", "header", "chunk")

@@ -1,0 +1,67 @@
+"""What reuse_service asks the registry: a learnware's state and semantic, and its package
+(DownloadLearnware, checked against the sha256 trailer and the learnware's own sha256)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+
+from lwdock.channels import aio_channel
+from lwdock.common.v1 import learnware_pb2
+from lwdock.errors import DataLoss, LwdockError, Unavailable
+from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+from lwdock.server.status import from_rpc_error
+
+SHA256_TRAILER = "x-lwdock-sha256"
+
+
+def learnware_name(value: str) -> str:
+    return value if value.startswith("learnwares/") else f"learnwares/{value}"
+
+
+def _domain_error(exc: grpc.aio.AioRpcError) -> LwdockError:
+    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"the registry did not answer: {exc.details()}")
+    return from_rpc_error(exc)
+
+
+class RegistryClient:
+    def __init__(self, address: str, token: str | None = None) -> None:
+        self.address = address
+        self.token = token
+        self._channel: grpc.aio.Channel | None = None
+
+    def _stub(self) -> registry_service_pb2_grpc.RegistryServiceStub:
+        if self._channel is None:
+            self._channel = aio_channel(self.address, token=self.token)
+        return registry_service_pb2_grpc.RegistryServiceStub(self._channel)
+
+    async def get(self, name: str, timeout_s: float) -> learnware_pb2.Learnware:
+        request = registry_service_pb2.GetLearnwareRequest(name=learnware_name(name))
+        try:
+            return await self._stub().GetLearnware(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _domain_error(exc) from None
+
+    async def download(self, learnware: learnware_pb2.Learnware, timeout_s: float) -> bytes:
+        request = registry_service_pb2.DownloadLearnwareRequest(name=learnware.name)
+        call = self._stub().DownloadLearnware(request, timeout=timeout_s)
+        parts = []
+        try:
+            async for response in call:
+                parts.append(response.chunk)
+            trailer = dict(await call.trailing_metadata() or ())
+        except grpc.aio.AioRpcError as exc:
+            raise _domain_error(exc) from None
+        data = b"".join(parts)
+        actual = hashlib.sha256(data).hexdigest()
+        expected = {str(trailer.get(SHA256_TRAILER, actual)), learnware.package.sha256 or actual}
+        if expected != {actual}:
+            raise DataLoss(f"package of {learnware.name} arrived corrupted (sha256 mismatch)")
+        return data
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()

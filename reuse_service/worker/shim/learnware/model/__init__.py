@@ -1,0 +1,3 @@
+from learnware.model.base import BaseModel
+
+__all__ = ["BaseModel"]
