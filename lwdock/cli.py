@@ -1,4 +1,9 @@
-"""The `lwdock` command line."""
+"""The `lwdock` command line.
+
+`up` (the suite) and `token create` are here; the user commands (spec fit, pack, submit,
+status, search, download, reuse) are in lwdock.client.commands and `demo` in lwdock.demo.
+Exit codes and the `--json` contract: docs/cli.md.
+"""
 
 from __future__ import annotations
 
@@ -94,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='print {"name","principal","role","secret"}'
     )
     create.set_defaults(handler=_token_create)
+
+    from lwdock.client.commands import add_commands
+    from lwdock.demo import add_demo_command
+
+    add_commands(commands)
+    add_demo_command(commands)
     return parser
 
 
