@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from lwdock import tracing
 from lwdock.server.context import outgoing_metadata
 
 _RETRY = {
@@ -96,5 +97,8 @@ class _MetadataInterceptor(
 def aio_channel(target: str, *, token: str | None = None) -> grpc.aio.Channel:
     """An insecure (loopback / in-cluster) aio channel with retries, keepalive, metadata."""
     return grpc.aio.insecure_channel(
-        target, options=CLIENT_OPTIONS, interceptors=[_MetadataInterceptor(token)]
+        target,
+        options=CLIENT_OPTIONS,
+        # Tracing's client spans (when LWDOCK_OTEL_EXPORTER is on) inject `traceparent`.
+        interceptors=[_MetadataInterceptor(token), *tracing.client_interceptors()],
     )

@@ -29,6 +29,7 @@ import grpc
 from lwdock.channels import aio_channel
 from lwdock.errors import Aborted
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
+from lwdock.server.context import request_scope
 from registry_service.blobstore import BlobStore
 from registry_service.converters import semantic_to_proto
 from registry_service.repository import CheckJobRow, Repository
@@ -135,7 +136,10 @@ class CheckWorker:
         job = await self.repo.claim_check_job(self.worker_id, self.options.lease_s)
         if job is None:
             return False
-        await self._run_job(job)
+        # One request id per check, in this service's log lines and forwarded to reuse
+        # (x-request-id), so a check can be followed across both.
+        with request_scope():
+            await self._run_job(job)
         return True
 
     async def _run_job(self, job: CheckJobRow) -> None:

@@ -1443,6 +1443,18 @@ class Repository:
             )
         return _job(row) if row else None
 
+    async def count_check_jobs(self) -> dict[str, int]:
+        """Check jobs waiting (QUEUED) and in progress (RUNNING): the check queue's depth."""
+        async with self._conn() as conn:
+            rows = await _all(
+                conn,
+                "SELECT state, count(*) AS n FROM check_jobs "
+                "WHERE state IN ('QUEUED', 'RUNNING') GROUP BY state",
+            )
+        counts = {"QUEUED": 0, "RUNNING": 0}
+        counts.update({r["state"]: int(r["n"]) for r in rows})
+        return counts
+
     # -- blobs -----------------------------------------------------------------------------------
 
     async def referenced_packages(self, *, include_deleted: bool = False) -> set[str]:

@@ -17,6 +17,7 @@ from registry_service.blobs_config import check_blob_store, make_blob_store
 from registry_service.blobstore import collect_orphans
 from registry_service.checks import CheckWorker, CheckWorkerOptions
 from registry_service.database import Database, monitor
+from registry_service.metrics import refresh_check_queue_depth_forever
 from registry_service.migrations import MigrationError, migrate
 from registry_service.repository import Repository
 from registry_service.service import RegistryService
@@ -128,6 +129,7 @@ def build_app(
             if worker is not None:
                 worker.start()
             tasks.append(asyncio.create_task(collect_orphans_forever()))
+            tasks.append(asyncio.create_task(refresh_check_queue_depth_forever(repo)))
             await monitor(db, report)
 
         tasks.append(asyncio.create_task(migrate_then_monitor()))

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from lwdock import tracing
 from lwdock.server.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
@@ -105,7 +106,10 @@ async def start(app: ServiceApp, settings: Settings) -> ServerHandle:
     verifier: TokenVerifier = TokenStore(settings.tokens_file)
     if app.token_verifier is not None:
         verifier = CompositeTokenVerifier(verifier, app.token_verifier)
+    # Tracing (LWDOCK_OTEL_EXPORTER) is outermost, so its span covers everything else.
+    tracing.configure(settings.otel_exporter, app.name)
     interceptors = [
+        *tracing.server_interceptors(),
         MetricsInterceptor(),
         AccessLogInterceptor(),
         AuthInterceptor(

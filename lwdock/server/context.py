@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -56,6 +59,19 @@ def downstream_timeout(
     if remaining is None:
         return default_s
     return max(0.0, remaining - margin_s)
+
+
+@contextlib.contextmanager
+def request_scope(request_id: str | None = None) -> Iterator[str]:
+    """Background work (a check job, a change-feed follower) under a request id of its own, so
+    its log lines and the calls it makes (forwarded by lwdock.channels) carry one id. A new
+    id unless one is given; the previous one is restored afterwards."""
+    value = request_id or uuid.uuid4().hex
+    token = _request_id.set(value)
+    try:
+        yield value
+    finally:
+        _request_id.reset(token)
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...]:
