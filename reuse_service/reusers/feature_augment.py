@@ -38,6 +38,7 @@ from reuse_service.reusers.outputs import (
     check_mode,
     column_means,
     fill_non_finite,
+    single_threaded_blas,
 )
 
 RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -95,7 +96,8 @@ class FeatureAugment:
         features = _augmented(fill_non_finite(rows, means), outputs)
         output_columns = np.array([as_columns(o).shape[1] for o in outputs], dtype=np.int64)
         if mode == "regression":
-            model = RidgeCV(alphas=RIDGE_ALPHAS).fit(features, target.astype(np.float64))
+            with single_threaded_blas():
+                model = RidgeCV(alphas=RIDGE_ALPHAS).fit(features, target.astype(np.float64))
             coef = np.atleast_2d(model.coef_)
             intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
             return cls(
@@ -118,9 +120,15 @@ class FeatureAugment:
                 f"needs at least {MIN_ROWS_PER_CLASS}",
             )
         model = LogisticRegressionCV(
-            cv=min(LOGISTIC_FOLDS, rarest), max_iter=LOGISTIC_MAX_ITER, random_state=0
+            cv=min(LOGISTIC_FOLDS, rarest),
+            max_iter=LOGISTIC_MAX_ITER,
+            random_state=0,
+            # scikit-learn 1.9's defaults, spelled out (its defaults change in 1.10-1.11)
+            l1_ratios=(0.0,),
+            scoring="accuracy",
+            use_legacy_attributes=False,
         )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), single_threaded_blas():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(features, target)
         return cls(

@@ -35,7 +35,7 @@ from lwdock.rkme.fit import solve_simplex_qp
 from lwdock.rkme.herding import MAX_SAMPLES, herd
 from lwdock.rkme.kernel import inner_product
 from lwdock.rkme.spec import RKMESpec, SpecType
-from reuse_service.reusers.outputs import as_rows, fill_non_finite
+from reuse_service.reusers.outputs import as_rows, fill_non_finite, single_threaded_blas
 
 MIN_SAMPLES_PER_MEMBER = 5  # the reference's max(5, int(herding_num * w_i))
 VALIDATION_FRACTION_DIVISOR = 5  # the last T_i // 5 samples of each member are held out
@@ -233,7 +233,8 @@ class JobSelector:
                 np.zeros((0, 1)),
                 np.zeros(1),
             )
-        return cls._train(samples, counts, w, mean, scale, seed)
+        with single_threaded_blas():
+            return cls._train(samples, counts, w, mean, scale, seed)
 
     @classmethod
     def _train(
@@ -284,13 +285,17 @@ class JobSelector:
         if self.member_count == 1:
             return np.zeros(rows.shape[0], dtype=np.int64)
         chosen = np.empty(rows.shape[0], dtype=np.int64)
+        with single_threaded_blas():
+            self._select_into(rows, chosen)
+        return chosen
+
+    def _select_into(self, rows: np.ndarray, chosen: np.ndarray) -> None:
         for start in range(0, rows.shape[0], PREDICT_CHUNK_ROWS):
             chunk = fill_non_finite(rows[start : start + PREDICT_CHUNK_ROWS], self.mean)
             chunk -= self.mean
             chunk /= self.scale
             scores = _features(chunk, self.omega, self.offset) @ self.coef + self.intercept
             chosen[start : start + chunk.shape[0]] = np.argmax(scores, axis=1)
-        return chosen
 
     def predict(
         self, x: np.ndarray, predict_member: Callable[[int, np.ndarray], np.ndarray]
