@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from lwdock.client.types import Learnware, State, Strategy
-from lwdock.errors import FailedPrecondition, LwdockError, PermissionDenied
+from lwdock.client.types import Learnware, State, Strategy, learnware_id
+from lwdock.errors import AlreadyExists, FailedPrecondition, LwdockError, PermissionDenied
 from lwdock.rkme.spec import RKMESpec
 from lwdock.search.v1 import resources_pb2 as search_resources
 from lwdock.semantic.checker import Semantic
@@ -259,8 +259,10 @@ async def _publish(client: Any, market: list[MarketLearnware], config: DemoConfi
             _say(f"note: cannot delete stale demo learnware {old.id}: {exc.message}")
     uploads = [lw for lw in market if not lw.id]
     for lw in uploads:
-        created = await client.upload(lw.package, lw.semantic)
-        lw.id = created.id
+        try:
+            lw.id = (await client.upload(lw.package, lw.semantic)).id
+        except AlreadyExists as exc:  # the registry keeps one learnware per package
+            lw.id = learnware_id(exc.resource_name)
     if uploads:
         _say(f"uploaded {len(uploads)} learnware(s); waiting for their checks ...")
     for lw in market:

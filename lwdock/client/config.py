@@ -3,7 +3,8 @@
 Addresses default to the suite's (`LWDOCK_{SPEC,REGISTRY,SEARCH,REUSE}_ADDRESS`, else
 127.0.0.1:5005x). The token is, in order: the one passed, `LWDOCK_TOKEN`, or the local admin
 token `lwdock up` writes to `$LWDOCK_HOME/admin.token` (so a newcomer on the machine that runs
-the suite needs no flag); none of these = anonymous calls (reads only, when the suite allows).
+the suite needs no flag). None of these, or an explicit empty token, means anonymous calls
+(reads only, where the suite allows them).
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ class Endpoints:
 
 
 def resolve_token(token: str | None = None, home: Path | None = None) -> str | None:
-    """The explicit token, else LWDOCK_TOKEN, else `<LWDOCK_HOME>/admin.token` when readable."""
-    if token:
-        return token.strip()
+    """The explicit token, else LWDOCK_TOKEN, else `<LWDOCK_HOME>/admin.token` when readable.
+    An explicit empty string means anonymous (no token at all)."""
+    if token is not None:
+        return token.strip() or None
     from_env = os.environ.get(TOKEN_ENV, "").strip()
     if from_env:
         return from_env
