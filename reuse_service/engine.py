@@ -139,6 +139,8 @@ class ReuseEngine:
             new_session = True
         init["limits"] = self.limits.runner_limits()
         init["drop_to_uid"] = uid
+        # Inside its own PID namespace the runner may kill whatever the learnware left running.
+        init["reap_strays"] = self.state.sandbox.available
         return WorkerSpec(package.sha256, learnware, argv, init, self.limits, new_session)
 
     # -- members --------------------------------------------------------------------------

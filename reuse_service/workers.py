@@ -63,6 +63,8 @@ class LoadedModel:
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
+    if code > 128:  # bubblewrap reports its child's death by signal N as 128 + N
+        code = 128 - code
     if code < 0:
         try:
             name = signal.Signals(-code).name

@@ -47,6 +47,7 @@ def write_array(stream: BinaryIO, array: np.ndarray) -> None:
     header = npy_header(array)
     stream.write(LENGTH.pack(len(header) + array.nbytes))
     stream.write(header)
+    stream.flush()  # the reader sees the size before any data is made
     if array.nbytes:
         flat = array.reshape(-1, order="C") if array.flags.c_contiguous else None
         if flat is not None:

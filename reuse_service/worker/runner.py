@@ -12,6 +12,7 @@ Runs with the standard library and numpy only (plus whatever the learnware impor
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import resource
@@ -108,6 +109,42 @@ def load_model(init: dict[str, Any]) -> Any:
     return cls(**_decode(init.get("kwargs") or {}))
 
 
+def _others() -> list[int]:
+    """Live processes in this PID namespace other than this one and its init."""
+    others = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in (1, os.getpid()):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):
+            others.append(int(entry))
+    return others
+
+
+def reap_strays(rounds: int = 200) -> None:
+    """Kill every other process of the sandbox (forks the learnware left behind, a fork bomb
+    still forking). Only inside the sandbox's own PID namespace, where kill(-1) reaches
+    nothing else: stop them all first so none can fork while being killed."""
+    import signal
+    import time
+
+    for _ in range(rounds):
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGSTOP)  # Linux: all we may signal except ourselves and init
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not _others():
+            return
+        time.sleep(0.005)
+
+
 def _shape(value: Any) -> list[int] | None:
     try:
         return [int(v) for v in value]
@@ -150,6 +187,7 @@ def main() -> int:
         proto_out.write(frames.encode_json(_error("sandbox setup", exc)))
         proto_out.flush()
         return 1
+    strays = bool(init.get("reap_strays"))
     try:
         arm_cpu_limit(limits)
         model = load_model(init)
@@ -157,6 +195,9 @@ def main() -> int:
         proto_out.write(frames.encode_json(_error("load", exc)))
         proto_out.flush()
         return 1
+    finally:
+        if strays:
+            reap_strays()
     proto_out.write(
         frames.encode_json(
             {
@@ -182,15 +223,20 @@ def main() -> int:
             proto_out.flush()
             continue
         x = frames.load_array(frames.read_frame(proto_in, MAX_INPUT_BYTES))
+        y: np.ndarray | None = None
         try:
             arm_cpu_limit(limits)
             y = to_array(model.predict(x))
-            header = frames.npy_header(y)
+            frames.npy_header(y)
         except BaseException as exc:
-            proto_out.write(frames.encode_json(_error("predict", exc)))
+            y, reply = None, _error("predict", exc)
+        finally:
+            if strays:
+                reap_strays()
+        if y is None:
+            proto_out.write(frames.encode_json(reply))
             proto_out.flush()
             continue
-        del header
         proto_out.write(frames.encode_json({"ok": True, "cpu_s": cpu_used_s()}))
         frames.write_array(proto_out, y)
 

@@ -1,0 +1,311 @@
+"""Sandboxed runs without gRPC: the bubblewrap command line, the reference fixture through a
+real sandbox worker, and hostile packages made here, each contained and reported while the
+good learnware keeps answering from its warm worker."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import sklearn.linear_model
+
+from lwdock.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    LearnwareModelFailed,
+    ResourceExhausted,
+    Unavailable,
+)
+from reuse_service import metrics
+from reuse_service.engine import Member, ReuseEngine
+from reuse_service.packages import PackageStore, missing_requirements, requirement_name
+from reuse_service.registry_client import RegistryClient
+from reuse_service.runtime import RuntimeState
+from reuse_service.sandbox import SandboxStatus, bwrap_argv, probe_bubblewrap
+from reuse_service.workers import WorkerError, WorkerPool
+from tests.reuse_support import (
+    FIXTURES,
+    SMALL_SPEC,
+    TIGHT,
+    hostile_model,
+    make_package,
+    model_package,
+    semantic,
+)
+
+X = np.random.default_rng(1).normal(size=(20, 3))
+
+
+class Payload:
+    """Unpickling it runs `code` (what a hostile model.pkl does)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (self.code,))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ReuseEngine]:
+    state = RuntimeState()
+    state.sandbox = await probe_bubblewrap()
+    if not state.sandbox.available:
+        pytest.skip(f"no sandbox on this host: {state.sandbox.reason}")
+    home = tmp_path_factory.mktemp("reuse-home")
+    engine = ReuseEngine(
+        state, TIGHT, PackageStore(home / "packages"), WorkerPool(8), RegistryClient("127.0.0.1:9")
+    )
+    yield engine
+    await engine.pool.close()
+
+
+def member(engine: ReuseEngine, name: str, data: bytes, dim: int = 3) -> Member:
+    return Member(name, None, engine.packages.add(data, semantic("test-learnware", dim)))
+
+
+@pytest.fixture(scope="module")
+def good(engine: ReuseEngine) -> tuple[Member, np.ndarray]:
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    model = sklearn.linear_model.LinearRegression().fit(x, x @ [1.0, -2.0, 0.5] + 3)
+    data = model_package(model, 3, (1,), SMALL_SPEC)
+    return member(engine, "learnwares/good", data), model.predict(X)
+
+
+async def still_serving(engine: ReuseEngine, good: tuple[Member, np.ndarray]) -> None:
+    output = await engine.run(good[0], X, TIGHT.call_timeout_s)
+    np.testing.assert_allclose(output, good[1])
+
+
+def test_bwrap_argv_isolates(tmp_path: Path) -> None:
+    for as_root in (True, False):
+        argv, uid = bwrap_argv("/usr/bin/bwrap", tmp_path, as_root=as_root, limits=TIGHT)
+        joined = " ".join(argv)
+        assert "--unshare-net" in argv or "--unshare-all" in argv
+        assert "--die-with-parent" in argv and "--new-session" in argv and "--clearenv" in argv
+        assert f"--ro-bind {tmp_path} /learnware" in joined
+        assert "--bind " not in joined  # nothing writable but the private /tmp
+        assert f"--size {TIGHT.tmp_bytes} --perms 1777 --tmpfs /tmp" in joined
+        assert "/etc/shadow" not in joined and "--ro-bind / /" not in joined
+        assert uid == (65534 if as_root else None)
+    assert requirement_name("scikit-learn==1.9.1") == "scikit-learn"
+    assert requirement_name("python=3.8") is None and requirement_name("learnware") is None
+    assert missing_requirements(("numpy>=1", "no-such-dist-lwdock==1.0", "pip")) == [
+        "no-such-dist-lwdock==1.0"
+    ]
+
+
+async def test_reference_fixture_predicts_exactly(engine: ReuseEngine) -> None:
+    data = (FIXTURES / "learnware_digits_svc.zip").read_bytes()
+    sem = semantic("digits-svc-0to4", 64, task="Classification", out_dim=5)
+    fixture = Member("learnwares/digits", None, engine.packages.add(data, sem))
+    x = np.load(FIXTURES / "digits_classes0to4_first100.npy")
+    expected = np.load(FIXTURES / "digits_classes0to4_first100_pred.npy")
+    np.testing.assert_array_equal(await engine.run(fixture, x, 30.0), expected)
+    # Warm: the same worker answers again.
+    np.testing.assert_array_equal(await engine.run(fixture, x[:7], 30.0), expected[:7])
+
+
+async def test_reads_outside_its_folder(engine: ReuseEngine, good: tuple, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    body = f"""
+    found = []
+    for path in [{str(secret)!r}, "/etc/shadow", "/root/.bash_history", "/work/main/README.md"]:
+        try:
+            found.append(open(path).read())
+        except OSError as exc:
+            pass
+    if found:
+        return np.array([len(f) for f in found] * len(X))[: len(X)].astype(float)
+    raise FileNotFoundError("nothing outside the package is visible")
+    """
+    bad = member(engine, "learnwares/reader", make_package(hostile_model(body)))
+    with pytest.raises(WorkerError) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    assert "nothing outside the package is visible" in caught.value.message
+    assert "TOP-SECRET" not in caught.value.message + caught.value.log
+    await still_serving(engine, good)
+
+
+async def test_writes_outside_tmp(engine: ReuseEngine, good: tuple, tmp_path: Path) -> None:
+    marker = tmp_path / "escaped.txt"
+    body = f"""
+    open("/tmp/scratch.txt", "w").write("fine")  # its private /tmp is writable
+    refused = []
+    for path in ["/learnware/evil.txt", {str(marker)!r}, "/usr/evil.txt", "/evil.txt"]:
+        try:
+            open(path, "w").write("x")
+        except OSError as exc:
+            refused.append(type(exc).__name__)
+        else:
+            return np.zeros(len(X))
+    try:
+        open("/tmp/big.bin", "wb").write(b"0" * (4 * 1024 * 1024))  # over RLIMIT_FSIZE
+    except OSError as exc:
+        refused.append("EFBIG" if exc.errno == 27 else str(exc))
+    raise PermissionError("refused: " + ",".join(refused))
+    """
+    bad = member(engine, "learnwares/writer", make_package(hostile_model(body)))
+    with pytest.raises(WorkerError) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    assert "refused:" in caught.value.message and "EFBIG" in caught.value.message
+    assert not marker.exists()
+    assert not (bad.package.files / "evil.txt").exists()
+    await still_serving(engine, good)
+
+
+async def test_opens_a_socket_to_the_host(engine: ReuseEngine, good: tuple) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        body = f"""
+        with socket.create_connection(("127.0.0.1", {port}), timeout=2) as conn:
+            conn.sendall(b"stolen")
+        return np.zeros(len(X))
+        """
+        bad = member(engine, "learnwares/network", make_package(hostile_model(body)))
+        with pytest.raises(WorkerError) as caught:
+            await engine.run(bad, X, TIGHT.call_timeout_s)
+        assert "OSError" in caught.value.message or "Error" in caught.value.message
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody ever connected
+    await still_serving(engine, good)
+
+
+def _processes_of(uid: int) -> int:
+    """Live (not zombie) processes of `uid` on this host."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    state = stat.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            count += state not in (b"Z", b"X")
+    return count
+
+
+async def test_fork_bomb(engine: ReuseEngine, good: tuple) -> None:
+    body = """
+    made = 0
+    while True:
+        try:
+            if os.fork() == 0:
+                while True:
+                    try:
+                        os.fork()
+                    except OSError:
+                        time.sleep(0.01)
+            made += 1
+        except OSError as exc:
+            raise RuntimeError(f"fork refused after {made} children: {exc}")
+    """
+    bad = member(engine, "learnwares/forkbomb", make_package(hostile_model(body)))
+    before = _processes_of(65534)
+    with pytest.raises((WorkerError, DeadlineExceeded, Unavailable)) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    if isinstance(caught.value, WorkerError):
+        assert "fork refused" in caught.value.message
+    if os.geteuid() == 0:  # the sandbox runs as uid 65534: what it left behind is gone
+        assert _processes_of(65534) <= before + 1  # at most the bomb's own (warm) runner
+    await still_serving(engine, good)
+
+
+async def test_allocates_50_gb(engine: ReuseEngine, good: tuple) -> None:
+    body = """
+    hog = np.ones(50 * 1024**3 // 8)
+    return hog[: len(X)]
+    """
+    bad = member(engine, "learnwares/hog", make_package(hostile_model(body)))
+    with pytest.raises(WorkerError) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    assert "MemoryError" in caught.value.message
+    await still_serving(engine, good)
+
+
+async def test_loops_forever(engine: ReuseEngine, good: tuple) -> None:
+    body = """
+    while True:
+        pass
+    """
+    bad = member(engine, "learnwares/loop", make_package(hostile_model(body)))
+    with pytest.raises((Unavailable, DeadlineExceeded)) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    assert "CPU time limit" in caught.value.message or "did not finish" in caught.value.message
+    await still_serving(engine, good)
+
+
+async def test_returns_2_gb(engine: ReuseEngine, good: tuple) -> None:
+    body = """
+    return np.broadcast_to(np.float64(1.0), (len(X), 2 * 1024**3 // 8 // len(X)))
+    """
+    bad = member(engine, "learnwares/flood", make_package(hostile_model(body)))
+    with pytest.raises(ResourceExhausted) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    assert "more than the limit" in caught.value.message
+    await still_serving(engine, good)
+
+
+async def test_pickle_runs_code_at_load(engine: ReuseEngine, good: tuple, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned.txt"
+    payload = pickle.dumps(Payload(f"open({str(marker)!r}, 'w').write('pwned')"))
+    data = make_package(
+        hostile_model("return np.zeros(len(X))", init_body="import pickle; pickle.load(open(os.path.join(os.path.dirname(__file__), 'model.pkl'), 'rb'))"),  # noqa: E501
+        files={"model.pkl": payload},
+    )  # fmt: skip
+    bad = member(engine, "learnwares/pickle", data)
+    with pytest.raises(WorkerError) as caught:
+        await engine.run(bad, X, TIGHT.call_timeout_s)
+    assert caught.value.message.startswith("learnware learnwares/pickle: load:")
+    assert "FileNotFoundError" in caught.value.message
+    assert not marker.exists()
+    await still_serving(engine, good)
+
+
+async def test_dead_worker_fails_unavailable_then_is_replaced(
+    engine: ReuseEngine, good: tuple
+) -> None:
+    body = """
+    if X[0, 0] > 1e9:
+        os._exit(3)
+    return X[:, 0] * 2
+    """
+    fragile = member(engine, "learnwares/fragile", make_package(hostile_model(body)))
+    np.testing.assert_allclose(await engine.run(fragile, X, TIGHT.call_timeout_s), X[:, 0] * 2)
+    starts = metrics.WORKER_STARTS.labels("ok")._value.get()
+    boom = X.copy()
+    boom[0, 0] = 1e10
+    with pytest.raises(Unavailable) as caught:
+        await engine.run(fragile, boom, TIGHT.call_timeout_s)
+    assert "exited with status 3" in caught.value.message
+    np.testing.assert_allclose(await engine.run(fragile, X, TIGHT.call_timeout_s), X[:, 0] * 2)
+    assert metrics.WORKER_STARTS.labels("ok")._value.get() == starts + 1
+    # A model that raises keeps its worker; a wrong row count is the model's failure.
+    wrong = member(engine, "learnwares/short", make_package(hostile_model("return X[:1, 0]")))
+    with pytest.raises(LearnwareModelFailed, match="returned shape"):
+        await engine.run(wrong, X, TIGHT.call_timeout_s)
+    await still_serving(engine, good)
+
+
+async def test_no_sandbox_refuses_unless_allowed(engine: ReuseEngine, good: tuple) -> None:
+    state = RuntimeState(sandbox=SandboxStatus(False, "", "bubblewrap (bwrap) is not installed"))
+    refusing = ReuseEngine(state, TIGHT, engine.packages, WorkerPool(2), engine.registry)
+    with pytest.raises(FailedPrecondition, match="bwrap"):
+        await refusing.run(good[0], X, TIGHT.call_timeout_s)
+    state.allow_unsandboxed = True  # development only: the runner as a plain child process
+    try:
+        np.testing.assert_allclose(await refusing.run(good[0], X, 30.0), good[1])
+    finally:
+        await refusing.pool.close()
