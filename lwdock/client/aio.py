@@ -461,15 +461,21 @@ class AsyncLearnwareClient:
         strategy: Strategy | str | None = None,
         weights: Sequence[float] | None = None,
         user_spec: StatisticalSpec | None = None,
+        member_outputs: bool = False,
     ) -> Prediction:
         """Run one learnware, or several combined by `strategy` (default: single for one,
-        average_mean for several; job_selector uses `user_spec` when given), on X."""
+        average_mean for several; job_selector uses `user_spec` when given), on X.
+        member_outputs: also return each learnware's own output (`members[i].output`)."""
         ids = [learnwares] if isinstance(learnwares, str) else list(learnwares)
         selection = reuse_resources.LearnwareSelection(
             learnwares=[learnware_id(i) for i in ids], weights=list(weights or [])
         )
         return await self._predict(
-            {"learnwares": selection}, X, strategy=strategy, user_spec=user_spec
+            {"learnwares": selection},
+            X,
+            strategy=strategy,
+            user_spec=user_spec,
+            member_outputs=member_outputs,
         )
 
     async def predict_with_reuser(self, reuser: str | Reuser, X: Any) -> Prediction:
@@ -483,6 +489,7 @@ class AsyncLearnwareClient:
         *,
         strategy: Strategy | str | None = None,
         user_spec: StatisticalSpec | None = None,
+        member_outputs: bool = False,
     ) -> Prediction:
         array = _input_array(X)
         code = Strategy.parse(strategy).to_proto() if strategy is not None else 0
@@ -498,7 +505,7 @@ class AsyncLearnwareClient:
                     request.user_specification.CopyFrom(spec)
                 reply = await self._reuse.Predict(request, timeout=self.transfer_timeout_s)
                 return Prediction.from_proto(reply)
-            return await self._stream_predict(target, array, code, spec)
+            return await self._stream_predict(target, array, code, spec, member_outputs)
         except grpc.RpcError as error:
             raise from_rpc_error(error, "reuse") from None
 
@@ -508,8 +515,13 @@ class AsyncLearnwareClient:
         array: np.ndarray,
         code: int,
         spec: specification_pb2.StatisticalSpecification | None,
+        member_outputs: bool,
     ) -> Prediction:
-        config = reuse_pb.StreamPredictConfig(strategy=code, **target)  # type: ignore[arg-type]
+        config = reuse_pb.StreamPredictConfig(
+            strategy=code,
+            return_member_outputs=member_outputs,
+            **target,  # type: ignore[arg-type]
+        )
         if spec is not None:
             config.user_specification.CopyFrom(spec)
         call = self._reuse.StreamPredict(timeout=self.transfer_timeout_s)

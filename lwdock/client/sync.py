@@ -181,10 +181,16 @@ class LearnwareClient:
         strategy: Strategy | str | None = None,
         weights: Sequence[float] | None = None,
         user_spec: StatisticalSpec | None = None,
+        member_outputs: bool = False,
     ) -> Prediction:
         return self._run(
             self._aio.predict(
-                learnwares, X, strategy=strategy, weights=weights, user_spec=user_spec
+                learnwares,
+                X,
+                strategy=strategy,
+                weights=weights,
+                user_spec=user_spec,
+                member_outputs=member_outputs,
             )
         )
 
