@@ -247,7 +247,7 @@ class ReuseEngine:
         for member in members:
             table_input_check(member, x)
         if strategy == Strategy.JOB_SELECTOR:
-            return await self._job_selector(members, x, user_spec, timeout_s)
+            return await self._job_selector(members, x, user_spec, list(weights), timeout_s)
         outcomes = await self.run_all(members, x, timeout_s)
         good = [o for o in outcomes if o.output is not None]
         if not good:
@@ -262,8 +262,15 @@ class ReuseEngine:
         return PredictResult(output, strategy, outcomes)
 
     async def _job_selector(
-        self, members: list[Member], x: np.ndarray, user_spec: RKMESpec | None, timeout_s: float
+        self,
+        members: list[Member],
+        x: np.ndarray,
+        user_spec: RKMESpec | None,
+        weights: list[float],
+        timeout_s: float,
     ) -> PredictResult:
+        """Route each row to one member (the reusers' JobSelector, fitted once per member set,
+        user spec and weights, then cached); each member runs once on its rows."""
         from reuse_service.reusers.job_selector import JobSelector
 
         specs = []
@@ -277,10 +284,13 @@ class ReuseEngine:
         key = hashlib.sha256(
             "|".join(m.package.sha256 for m in members).encode()
             + (user_spec.to_reference_json().encode() if user_spec is not None else b"")
+            + repr(weights).encode()
         ).hexdigest()
         selector = self._selectors.get(key)
         if selector is None:
-            selector = await asyncio.to_thread(JobSelector.fit, specs, user_spec=user_spec)
+            selector = await asyncio.to_thread(
+                JobSelector.fit, specs, user_spec=user_spec, weights=weights or None
+            )
             self._selectors[key] = selector
             while len(self._selectors) > SELECTOR_CACHE:
                 self._selectors.popitem(last=False)

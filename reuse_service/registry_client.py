@@ -51,7 +51,9 @@ class RegistryClient:
         try:
             async for response in call:
                 parts.append(response.chunk)
-            trailer = dict(await call.trailing_metadata() or ())
+            # The registry sends the sha256 in both; trailers may be rewritten on the way.
+            trailer = dict(await call.initial_metadata() or ())
+            trailer.update(dict(await call.trailing_metadata() or ()))
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc) from None
         data = b"".join(parts)

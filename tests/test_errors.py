@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 from lwdock import errors
 from lwdock.common.v1 import specification_pb2
-from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
+from lwdock.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
 from lwdock.server.bootstrap import ServiceApp, start
 from lwdock.server.context import downstream_timeout
@@ -175,24 +175,20 @@ async def test_declared_but_unimplemented_rpc_says_so(
     assert info.domain == "lwdock.search"  # type: ignore[attr-defined]
 
 
-async def test_unimplemented_streaming_rpcs_say_so(channels: dict[str, grpc.aio.Channel]) -> None:
-    # A plain iterable: with an async-generator request stream, grpcio 1.85's aio client
-    # raises CancelledError (not AioRpcError) when the server ends the call before reading.
-    reuse_stub = reuse_service_pb2_grpc.ReuseServiceStub(channels["reuse"])
-    upload = [reuse_service_pb2.CreateReuserRequest(x_chunk=b"data")]
+async def test_unimplemented_kserve_rpcs_say_so(channels: dict[str, grpc.aio.Channel]) -> None:
+    # Every streaming RPC of the suite is implemented now; KServe's model repository
+    # extension is declared by the vendored proto but not served by reuse_service.
+    stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channels["reuse"])
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await reuse_stub.CreateReuser(iter(upload), timeout=10)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "CreateReuser" in caught.value.details()
-
-    # A server-streaming one: reuse's StreamPredict is bidirectional and not there yet.
-    reuse = reuse_service_pb2_grpc.ReuseServiceStub(channels["reuse"])
-    stream = reuse.StreamPredict(iter([reuse_service_pb2.StreamPredictRequest()]), timeout=10)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stream:
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "StreamPredict" in caught.value.details()
+        await stub.RepositoryModelLoad(
+            grpc_predict_v2_pb2.RepositoryModelLoadRequest(model_name="x"), timeout=10
+        )
+    error = caught.value
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "RepositoryModelLoad" in error.details() and "not implemented yet" in error.details()
+    info = _details(error)["ErrorInfo"]
+    assert info.reason == "NOT_IMPLEMENTED"  # type: ignore[attr-defined]
+    assert info.domain == "lwdock.reuse"  # type: ignore[attr-defined]
 
 
 async def test_request_id_is_accepted_and_echoed(channels: dict[str, grpc.aio.Channel]) -> None:
