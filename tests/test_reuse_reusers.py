@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 
 from lwdock.errors import InvalidArgument, LearnwareModelFailed
 from lwdock.rkme.fit import fit_table_rkme
-from lwdock.rkme.spec import RKMESpec
+from lwdock.rkme.spec import RKMESpec, SpecType
 from reuse_service.reusers import (
     EnsemblePruning,
     FeatureAugment,
@@ -212,6 +212,27 @@ def test_job_selector_with_one_member_or_given_weights(market: list[RKMESpec]) -
     assert weighted.sample_counts.tolist() == [150, 50]
     lopsided = JobSelector.fit(market, weights=[1.0, 0.0], herding_num=200)
     assert lopsided.sample_counts.tolist() == [200, 5]  # at least 5 each, as the reference
+
+
+def test_job_selector_routes_on_image_specs_reduced_sets_without_herding() -> None:
+    rng = np.random.default_rng(14)
+    specs = [
+        RKMESpec(
+            z=rng.normal(3.0 * i, 1.0, size=(40, 3, 4, 4)),
+            beta=np.full(40, 1 / 40),
+            type=SpecType.IMAGE,
+        )
+        for i in range(2)
+    ]
+    selector = JobSelector.fit(specs, herding_num=1000)
+    assert selector.sample_counts.tolist() == [40, 40]  # the reduced sets, not herded
+    x = np.concatenate([rng.normal(3.0 * i, 1.0, size=(25, 3, 4, 4)) for i in range(2)])
+    assert np.mean(selector.select(x) == np.repeat([0, 1], 25)) >= 0.95
+    with pytest.raises(InvalidArgument) as error:
+        JobSelector.fit(specs, use_herding=True)
+    assert _field(error) == "use_herding"
+    single = JobSelector.from_arrays(_npz_round_trip(JobSelector.fit(specs[:1]).to_arrays()))
+    assert single.select(x).tolist() == [0] * 50
 
 
 def test_job_selector_persists_as_arrays_and_fills_missing_values(
