@@ -6,8 +6,9 @@
     package = pack_model(model, spec, input_shape=64, output_shape=10)
     with LearnwareClient() as market:                       # suite addresses, local token
         done = market.submit(package, semantic(name=..., description=..., ...))
-        result = market.search({"Data": {"Values": ["Table"], "Type": "Class"}}, fit_table(X_user))
-        y = market.predict(result.best_ids, X_user, strategy="job_selector").output
+        user = fit_table(X_user)
+        result = market.search({"Data": {"Values": ["Table"], "Type": "Class"}}, user)
+        y = market.predict(result.best_ids, X_user, strategy="job_selector", user_spec=user)
 
 `AsyncLearnwareClient` is the same API in asyncio. Errors are the typed `lwdock.errors`
 exceptions with the server's field violations (`lwdock.client.errors.rpc_status`).
@@ -38,7 +39,14 @@ from lwdock.client.types import (
     Strategy,
     Submission,
 )
-from lwdock.package.pack import check_package, pack_folder, pack_model, semantic, write_package
+from lwdock.package.pack import (
+    PickledModel,
+    check_package,
+    pack_folder,
+    pack_model,
+    semantic,
+    write_package,
+)
 
 __all__ = [
     "AsyncLearnwareClient",
@@ -50,6 +58,7 @@ __all__ = [
     "LearnwareClient",
     "MemberOutcome",
     "Mixture",
+    "PickledModel",
     "Prediction",
     "Reuser",
     "RpcStatus",
