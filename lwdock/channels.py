@@ -94,11 +94,56 @@ class _MetadataInterceptor(
     intercept_stream_stream = _call  # type: ignore[assignment]
 
 
+class _UnaryUnaryMetadata(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, shared: _MetadataInterceptor) -> None:
+        self.shared = shared
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.shared._call(continuation, details, request)
+
+
+class _UnaryStreamMetadata(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, shared: _MetadataInterceptor) -> None:
+        self.shared = shared
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.shared._call(continuation, details, request)
+
+
+class _StreamUnaryMetadata(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, shared: _MetadataInterceptor) -> None:
+        self.shared = shared
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self.shared._call(continuation, details, requests)
+
+
+class _StreamStreamMetadata(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, shared: _MetadataInterceptor) -> None:
+        self.shared = shared
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self.shared._call(continuation, details, requests)
+
+
+def _metadata_interceptors(token: str | None) -> list[grpc.aio.ClientInterceptor]:
+    """One interceptor per call kind: grpc.aio files an interceptor under the first kind it
+    implements (an if/elif on isinstance), so one object for all four kinds would only ever
+    see unary-unary calls, and streamed calls would leave without token or request id."""
+    shared = _MetadataInterceptor(token)
+    return [
+        _UnaryUnaryMetadata(shared),
+        _UnaryStreamMetadata(shared),
+        _StreamUnaryMetadata(shared),
+        _StreamStreamMetadata(shared),
+    ]
+
+
 def aio_channel(target: str, *, token: str | None = None) -> grpc.aio.Channel:
     """An insecure (loopback / in-cluster) aio channel with retries, keepalive, metadata."""
     return grpc.aio.insecure_channel(
         target,
         options=CLIENT_OPTIONS,
         # Tracing's client spans (when LWDOCK_OTEL_EXPORTER is on) inject `traceparent`.
-        interceptors=[_MetadataInterceptor(token), *tracing.client_interceptors()],
+        interceptors=[*_metadata_interceptors(token), *tracing.client_interceptors()],
     )

@@ -36,7 +36,7 @@ from lwdock.registry.v1 import registry_service_pb2 as pb
 from lwdock.registry.v1 import registry_service_pb2_grpc
 from lwdock.reuse.v1 import reuse_service_pb2
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, start
-from lwdock.server.context import REQUEST_ID_KEY, downstream_timeout
+from lwdock.server.context import REQUEST_ID_KEY, downstream_timeout, request_scope
 from lwdock.server.logs import JsonFormatter
 from lwdock.settings import Settings
 from lwdock.tokens import add_token, new_token
@@ -125,6 +125,62 @@ async def test_request_id_is_forwarded_to_the_next_service(pair: Pair) -> None:
     answer, trailing = await call_relay(pair.relay.address)
     assert re.fullmatch(r"[0-9a-f]{32}", trailing[REQUEST_ID_KEY])
     assert answer["registry_saw"] == trailing[REQUEST_ID_KEY]
+
+
+async def test_every_call_kind_carries_the_token_and_request_id() -> None:
+    """lwdock.channels must attach its metadata to streamed calls too (the registry's
+    WatchChanges and DownloadLearnware are server-streamed, uploads client-streamed)."""
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    def record(kind: str, context: grpc.aio.ServicerContext) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        seen.append((kind, metadata.get("authorization"), metadata.get(REQUEST_ID_KEY)))
+
+    async def unary_unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        record("unary_unary", context)
+        return b"ok"
+
+    async def unary_stream(request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        record("unary_stream", context)
+        yield b"ok"
+
+    async def stream_unary(requests, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[no-untyped-def]
+        async for _ in requests:
+            pass
+        record("stream_unary", context)
+        return b"ok"
+
+    async def stream_stream(requests, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        async for _ in requests:
+            pass
+        record("stream_stream", context)
+        yield b"ok"
+
+    server = grpc.aio.server()
+    handlers = {
+        "UU": grpc.unary_unary_rpc_method_handler(unary_unary),
+        "US": grpc.unary_stream_rpc_method_handler(unary_stream),
+        "SU": grpc.stream_unary_rpc_method_handler(stream_unary),
+        "SS": grpc.stream_stream_rpc_method_handler(stream_stream),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Kinds", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        with request_scope("req-kinds"):
+            async with aio_channel(f"127.0.0.1:{port}", token="tok-1") as channel:
+                await channel.unary_unary("/t.Kinds/UU")(b"x", timeout=5)
+                async for _ in channel.unary_stream("/t.Kinds/US")(b"x", timeout=5):
+                    pass
+                await channel.stream_unary("/t.Kinds/SU")(iter([b"a", b"b"]), timeout=5)
+                async for _ in channel.stream_stream("/t.Kinds/SS")(iter([b"a"]), timeout=5):
+                    pass
+    finally:
+        await server.stop(None)
+    assert sorted(seen) == sorted(
+        (kind, "Bearer tok-1", "req-kinds")
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+    )
 
 
 @pytest.fixture
