@@ -484,8 +484,9 @@ def _lloyd(x: np.ndarray, centres: np.ndarray, iterations: int) -> np.ndarray:
         scores += np.einsum("ij,ij->i", centres, centres)
         labels = np.argmin(scores, axis=1)
         counts = np.bincount(labels, minlength=k)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, x)
+        members = np.zeros((k, x.shape[0]))
+        members[labels, np.arange(x.shape[0])] = 1.0
+        sums = members @ x  # per-cluster sums as one matmul (np.add.at is ~10x slower)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
     return centres
