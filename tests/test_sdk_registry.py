@@ -1,11 +1,12 @@
 """The SDK against real services: uploads checked by reuse_service's sandbox (ACTIVE or
-REJECTED), downloads, predictions, typed errors with the server's field violations, and the
-blocking client."""
+REJECTED), downloads, predictions (unary and streamed), typed errors with the server's field
+violations, the blocking client, and the CLI's submit exit codes."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,10 +14,18 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from lwdock.client import AsyncLearnwareClient, LearnwareClient, State, rpc_status
+from lwdock.client import (
+    AsyncLearnwareClient,
+    LearnwareClient,
+    State,
+    Submission,
+    aio,
+    rpc_status,
+)
+from lwdock.client.commands import EXIT_CONFLICT, EXIT_OK, EXIT_PENDING, EXIT_REJECTED
 from lwdock.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from lwdock.semantic.checker import Semantic
-from tests.sdk_support import Stack, Trained, digits_learnware, running_stack
+from tests.sdk_support import Stack, Trained, digits_learnware, run_cli, running_stack
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -38,10 +47,16 @@ def good() -> Trained:
     return digits_learnware((0, 1, 2), "sdk-digits-012")
 
 
+@pytest_asyncio.fixture(scope="module")
+async def submitted(stack: Stack, good: Trained) -> Submission:
+    async with AsyncLearnwareClient(stack.endpoints, stack.admin_token) as client:
+        return await client.submit(good.package, good.semantic, timeout_s=120)
+
+
 async def test_submit_waits_for_the_check_then_predicts_like_the_model(
-    client: AsyncLearnwareClient, good: Trained
+    client: AsyncLearnwareClient, good: Trained, submitted: Submission
 ) -> None:
-    done = await client.submit(good.package, good.semantic, timeout_s=120)
+    done = submitted
     assert done.state is State.ACTIVE, done.reason
     assert done.report is not None and done.report.passed
     fetched = await client.get_learnware(done.id)
@@ -120,3 +135,49 @@ async def test_the_blocking_client_gives_the_same_results_and_errors(stack: Stac
     created, listed, raised = await asyncio.to_thread(use_it)
     assert created in listed.split(",")
     assert raised is NotFound
+
+
+async def test_large_inputs_stream_through_stream_predict(
+    client: AsyncLearnwareClient,
+    good: Trained,
+    submitted: Submission,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aio, "UNARY_PREDICT_MAX_BYTES", 0)  # every input counts as large
+    X = np.tile(good.X, (5, 1))
+    prediction = await client.predict(submitted.id, X)
+    np.testing.assert_array_equal(prediction.output.reshape(-1), good.model.predict(X))
+
+
+async def test_cli_submit_exit_codes_say_rejected_and_still_pending(
+    stack: Stack, tmp_path: Path
+) -> None:
+    broken = digits_learnware((1, 7), "sdk-cli-broken", seed=5, broken=True)
+    (tmp_path / "broken.zip").write_bytes(broken.package)
+    (tmp_path / "semantic.json").write_text(json.dumps(broken.semantic.to_reference_dict()))
+    code, stdout, stderr = await run_cli(
+        stack, "submit", str(tmp_path / "broken.zip"), "--semantic",
+        str(tmp_path / "semantic.json"), "--wait", "--json",
+    )  # fmt: skip
+    assert code == EXIT_REJECTED, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["state"] == "REJECTED" and result["reason"]
+
+    slow = digits_learnware((2, 8), "sdk-cli-pending", seed=6)
+    (tmp_path / "slow.zip").write_bytes(slow.package)
+    (tmp_path / "slow.json").write_text(json.dumps(slow.semantic.to_reference_dict()))
+    code, stdout, stderr = await run_cli(
+        stack, "submit", str(tmp_path / "slow.zip"), "--semantic", str(tmp_path / "slow.json"),
+        "--wait", "--wait-timeout", "0", "--json",
+    )  # fmt: skip
+    assert code == EXIT_PENDING, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["state"] in ("PENDING", "CHECKING")
+
+    # The same package again: the registry holds one learnware per package -> conflict, 7.
+    code, stdout, stderr = await run_cli(
+        stack, "submit", str(tmp_path / "slow.zip"), "--semantic", str(tmp_path / "slow.json"),
+        "--json",
+    )  # fmt: skip
+    assert code in (EXIT_OK, EXIT_CONFLICT), stderr
+    if code == EXIT_CONFLICT:
+        assert json.loads(stdout.strip().splitlines()[-1])["error"]["code"] == "ALREADY_EXISTS"
