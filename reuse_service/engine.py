@@ -138,6 +138,9 @@ class ReuseEngine:
             init = package.runner_init(str(package.files))
             new_session = True
         init["limits"] = self.limits.runner_limits()
+        if not self.state.sandbox.available:
+            # Outside a sandbox RLIMIT_NPROC would count every process of the service's user.
+            init["limits"].pop("nproc")
         init["drop_to_uid"] = uid
         # Inside its own PID namespace the runner may kill whatever the learnware left running.
         init["reap_strays"] = self.state.sandbox.available

@@ -24,7 +24,12 @@ from lwdock.errors import (
 )
 from reuse_service import metrics
 from reuse_service.engine import Member, ReuseEngine
-from reuse_service.packages import PackageStore, missing_requirements, requirement_name
+from reuse_service.packages import (
+    PackageStore,
+    missing_requirements,
+    require_runtime,
+    requirement_name,
+)
 from reuse_service.registry_client import RegistryClient
 from reuse_service.runtime import RuntimeState
 from reuse_service.sandbox import SandboxStatus, bwrap_argv, probe_bubblewrap
@@ -99,6 +104,22 @@ def test_bwrap_argv_isolates(tmp_path: Path) -> None:
     assert missing_requirements(("numpy>=1", "no-such-dist-lwdock==1.0", "pip")) == [
         "no-such-dist-lwdock==1.0"
     ]
+
+
+def test_requirements_the_runtime_lacks_are_refused(engine: ReuseEngine) -> None:
+    data = make_package(
+        hostile_model("return X[:, 0]"),
+        requirements="scikit-learn==1.9.1\nlwdock-missing-one>=2\ntorch\nlwdock-missing-two\n",
+    )
+    package = engine.packages.add(data, semantic("needs-more", 3))
+    with pytest.raises(FailedPrecondition) as caught:
+        require_runtime(package)
+    assert caught.value.reason == "REQUIREMENTS_NOT_PROVIDED"
+    assert [v.subject for v in caught.value.violations] == [
+        "lwdock-missing-one>=2",
+        "lwdock-missing-two",
+    ]
+    assert "lwdock-missing-one>=2, lwdock-missing-two" in caught.value.message
 
 
 async def test_reference_fixture_predicts_exactly(engine: ReuseEngine) -> None:
