@@ -339,8 +339,10 @@ def pack(args: argparse.Namespace) -> int:
 
 @handles_errors
 def submit(args: argparse.Namespace) -> int:
+    from lwdock.client.specs import load_json
+
+    semantic = load_json(args.semantic)  # sent as written: the registry checks it
     with client_from_args(args) as client:
-        semantic = _semantic_from(args.semantic)
         created = client.upload(args.package, semantic, request_id=args.request_id)
         _say(f"uploaded learnware {created.id} ({created.state.value})")
         learnware, report = created, None
