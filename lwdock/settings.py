@@ -82,8 +82,16 @@ class Settings(BaseSettings):
     reuse_worker_memory_mib: int = 4096
     reuse_call_timeout_s: float = 60.0
 
+    # search_service: directory of the index snapshot; unset = `home`/search.
+    search_snapshot_dir: Path | None = None
+    # search_service: random-Fourier-feature dimension of the index (with the seed, its version).
+    search_embedding_dimension: int = 256
+
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.home / "blobs"
+
+    def resolved_search_snapshot_dir(self) -> Path:
+        return self.search_snapshot_dir or self.home / "search"
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

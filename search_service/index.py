@@ -1,33 +1,310 @@
-"""The search index's state as reported by GetIndexStats.
+"""The search index: ACTIVE learnwares by partition, and search over them (plain Python).
 
-The FAISS partitions and the change-feed follower arrive with the search issue; until then
-the index is empty and says it has not synced with the registry.
+`SearchIndex` holds the semantic record of every ACTIVE learnware (semantic search needs no
+statistical spec) and one `Partition` per comparable feature space. `apply` takes one change
+of the registry's feed; `search` runs the reference's pipeline: semantic filter, then the
+statistical ranking (FAISS candidates re-ranked by exact squared MMD), the greedy mixture and
+the scores (see `scoring`).
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-DEFAULT_EMBEDDING_DIMENSION = 1024
+import numpy as np
+
+from lwdock.errors import InvalidArgument
+from lwdock.rkme.embedding import rff_embedding
+from lwdock.rkme.kernel import inner_product
+from lwdock.rkme.spec import RKMESpec, SpecType
+from search_service.mixture import DEFAULT_MAX_MIXTURE, greedy_mixture
+from search_service.partition import FLAT_MAX, Partition, UserSpec, partition_key
+from search_service.rwlock import ReadWriteLock
+from search_service.scoring import DistanceSummary, reference_score, similarity
+from search_service.semantic import (
+    SemanticQuery,
+    SemanticRecord,
+    keeps_id,
+    match_text,
+    semantic_filter,
+)
+
+DEFAULT_EMBEDDING_DIMENSION = 256
 DEFAULT_EMBEDDING_SEED = 0
+# Learnwares re-ranked exactly per query (at least the page and the mixture's candidates).
+DEFAULT_CANDIDATES = 100
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class LearnwareEntry:
+    """An ACTIVE learnware as the index takes it."""
+
+    learnware_id: str
+    semantic: SemanticRecord
+    specs: tuple[RKMESpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    semantic: SemanticQuery = field(default_factory=SemanticQuery)
+    spec: RKMESpec | None = None
+    page_size: int = DEFAULT_PAGE_SIZE
+    offset: int = 0
+    max_mixture: int = DEFAULT_MAX_MIXTURE
+
+
+@dataclass(frozen=True)
+class SingleHit:
+    learnware_id: str
+    mmd2: float = 0.0
+    score: float = 0.0
+    similarity: float = 0.0
+
+
+@dataclass(frozen=True)
+class MixtureHit:
+    learnware_ids: tuple[str, ...]
+    weights: tuple[float, ...]
+    mmd2: float
+    score: float
+    similarity: float
 
 
 @dataclass
-class Partition:
-    key: str
-    learnware_ids: set[str] = field(default_factory=set)
-    index_type: str = "IDMap,Flat"
-    memory_bytes: int = 0
+class SearchResult:
+    singles: list[SingleHit]
+    mixture: MixtureHit | None = None
+    candidate_count: int = 0
+    empty_reason: str = ""
+    has_more: bool = False
 
 
 @dataclass
 class SearchIndex:
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
     embedding_seed: int = DEFAULT_EMBEDDING_SEED
+    candidates: int = DEFAULT_CANDIDATES
+    flat_max: int = FLAT_MAX
+    records: dict[str, SemanticRecord] = field(default_factory=dict)
     partitions: dict[str, Partition] = field(default_factory=dict)
+    placement: dict[str, tuple[str, ...]] = field(default_factory=dict)
     last_sequence: int = 0
     synced: bool = False
+    # time.monotonic() when the index was last known to be caught up; None = never.
+    synced_at: float | None = None
+    changes: int = 0  # applied changes, for snapshots
+    # Searches read together (threads); changes write alone.
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock, repr=False, compare=False)
 
     @property
     def learnware_count(self) -> int:
-        return sum(len(p.learnware_ids) for p in self.partitions.values())
+        return len(self.records)
+
+    def sync_lag_s(self) -> float:
+        """0 while caught up; else seconds since the index was last caught up (or created)."""
+        if self.synced:
+            return 0.0
+        return time.monotonic() - (self.synced_at if self.synced_at is not None else _STARTED)
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def partition_for(self, spec: RKMESpec) -> Partition:
+        key = partition_key(spec)
+        name = str(key)
+        partition = self.partitions.get(name)
+        if partition is None:
+            partition = Partition(
+                key, self.embedding_dimension, self.embedding_seed, flat_max=self.flat_max
+            )
+            self.partitions[name] = partition
+        return partition
+
+    def remove(self, learnware_id: str) -> bool:
+        with self.lock.writing():
+            return self._remove(learnware_id)
+
+    def _remove(self, learnware_id: str) -> bool:
+        known = self.records.pop(learnware_id, None) is not None
+        for name in self.placement.pop(learnware_id, ()):
+            partition = self.partitions[name]
+            partition.remove(learnware_id)
+            partition.rebuild_if_needed()
+            if partition.count == 0:
+                del self.partitions[name]
+        return known
+
+    def upsert_many(self, entries: Sequence[LearnwareEntry]) -> None:
+        """Insert or replace learnwares; specs are embedded in one batch per partition."""
+        with self.lock.writing():
+            self._upsert_many(entries)
+
+    def _upsert_many(self, entries: Sequence[LearnwareEntry]) -> None:
+        latest = list({entry.learnware_id: entry for entry in entries}.values())
+        for entry in latest:
+            self._remove(entry.learnware_id)
+        grouped: dict[str, list[tuple[str, RKMESpec]]] = {}
+        for entry in latest:
+            self.records[entry.learnware_id] = entry.semantic
+            names: list[str] = []
+            for spec in entry.specs:
+                name = str(self.partition_for(spec).key)
+                if name in names:  # one spec per feature space: the first
+                    continue
+                names.append(name)
+                grouped.setdefault(name, []).append((entry.learnware_id, spec))
+            self.placement[entry.learnware_id] = tuple(names)
+        for name, items in grouped.items():
+            self.partitions[name].add_many(items)
+        self.changes += len(entries)
+
+    def apply(self, sequence: int, learnware_id: str, entry: LearnwareEntry | None) -> None:
+        """One change of the feed: `entry` for an ACTIVE learnware, None for any other state."""
+        if sequence <= self.last_sequence:
+            return  # already applied (a replay after a reconnect)
+        with self.lock.writing():
+            if entry is None:
+                if self._remove(learnware_id):
+                    self.changes += 1
+            else:
+                self._upsert_many([entry])
+            self.last_sequence = sequence
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument.for_field("page_size", f"must be in [0, {MAX_PAGE_SIZE}]")
+        if request.offset < 0:
+            raise InvalidArgument.for_field("page_token", "invalid page token")
+        if request.max_mixture < 0:
+            raise InvalidArgument.for_field("max_mixture", "must be >= 0")
+        with self.lock.reading():
+            if request.spec is None:
+                return self._semantic_search(request.semantic, page_size, request.offset)
+            return self._statistical_search(request, page_size)
+
+    def _semantic_search(self, query: SemanticQuery, page_size: int, offset: int) -> SearchResult:
+        in_market_order = sorted(self.records.items(), key=lambda item: item[0], reverse=True)
+        matches = semantic_filter(query, in_market_order)
+        page = matches[offset : offset + page_size]
+        reason = "" if matches else _no_semantic_match(query, len(self.records))
+        return SearchResult(
+            singles=[SingleHit(learnware_id) for learnware_id, _ in page],
+            candidate_count=len(matches),
+            empty_reason=reason,
+            has_more=offset + page_size < len(matches),
+        )
+
+    def _statistical_search(self, request: SearchRequest, page_size: int) -> SearchResult:
+        spec = request.spec
+        assert spec is not None
+        user_self = inner_product(spec, spec)
+        if not math.isfinite(user_self):
+            raise InvalidArgument.for_field(
+                "statistical_specification", "the specification's self inner product is not finite"
+            )
+        key = partition_key(spec)
+        partition = self.partitions.get(str(key))
+        if partition is None or partition.count == 0:
+            return SearchResult(
+                singles=[],
+                empty_reason=f"no ACTIVE learnware has a statistical specification in this "
+                f"feature space ({key}); feature spaces indexed: "
+                + (", ".join(sorted(self.partitions)) or "none"),
+            )
+        keep = self._filter(partition, request.semantic, spec)
+        if keep is not None and keep.size == 0:
+            return SearchResult(
+                singles=[],
+                empty_reason=f"no learnware in the feature space {key} matches the semantic "
+                "query" + (" and the specification's languages" if spec.language else ""),
+            )
+        user = UserSpec(spec, user_self)
+        if partition.key.embeddable:
+            user.vector = rff_embedding(spec, self.embedding_dimension, self.embedding_seed)
+        mixture_pool = request.max_mixture**2 if request.max_mixture > 1 else 0
+        wanted = max(self.candidates, request.offset + page_size, mixture_pool)
+        ranked = partition.search(user, keep, candidates=wanted, needed=request.offset + page_size)
+        summary = DistanceSummary(ranked.minimum, ranked.maximum, ranked.mean, ranked.count)
+
+        mixture: MixtureHit | None = None
+        mix = None
+        if mixture_pool and ranked.mmd2.size > 1 and ranked.mmd2[0] > 0 and request.offset == 0:
+            pool = ranked.slots[:mixture_pool]
+            mix = greedy_mixture(
+                ranked.cross[:mixture_pool],
+                partition.self_products[pool],
+                lambda i: partition.gram_row(int(pool[i]), pool),
+                user_self,
+                max_members=request.max_mixture,
+            )
+            if mix is not None and len(mix.members) > 1:
+                summary = summary.with_distance(mix.mmd2)
+            else:
+                mix = None
+
+        singles = [
+            SingleHit(
+                learnware_id=partition.ids[slot] or "",
+                mmd2=float(d),
+                score=reference_score(float(d), summary),
+                similarity=similarity(float(c), user_self, float(partition.self_products[slot])),
+            )
+            for slot, d, c in zip(
+                ranked.slots.tolist(), ranked.mmd2.tolist(), ranked.cross.tolist(), strict=True
+            )
+        ]
+        if mix is not None:
+            score = reference_score(mix.mmd2, summary)
+            if int(100 * score) != int(100 * singles[0].score):
+                mixture = MixtureHit(
+                    learnware_ids=tuple(singles[i].learnware_id for i in mix.members),
+                    weights=mix.weights,
+                    mmd2=mix.mmd2,
+                    score=score,
+                    similarity=similarity(mix.cross, user_self, mix.self_product),
+                )
+        offset = request.offset
+        return SearchResult(
+            singles=singles[offset : offset + page_size],
+            mixture=mixture,
+            candidate_count=ranked.count,
+            has_more=offset + page_size < ranked.count,
+        )
+
+    def _filter(
+        self, partition: Partition, query: SemanticQuery, spec: RKMESpec
+    ) -> np.ndarray | None:
+        """Slots of the partition that pass the semantic query (and, for text specs, whose
+        languages include the user's); None = all of them."""
+        languages = frozenset(spec.language) if spec.type is SpecType.TEXT else frozenset()
+        if query.is_empty and not languages:
+            return None
+        slots = partition.live_slots()
+        kept: list[tuple[str, SemanticRecord]] = []
+        for slot in slots.tolist():
+            learnware_id = partition.ids[slot]
+            assert learnware_id is not None
+            if languages and not languages <= partition.languages[slot]:
+                continue
+            record = self.records[learnware_id]
+            if keeps_id(query, learnware_id) and query.keeps_tags(record):
+                kept.append((learnware_id, record))
+        if query.text.strip():
+            kept = [(i, self.records[i]) for i, _ in match_text(query.text, kept)]
+        return np.array(sorted(partition.slot_of[i] for i, _ in kept), dtype=np.int64)
+
+
+def _no_semantic_match(query: SemanticQuery, total: int) -> str:
+    if total == 0:
+        return "the index holds no ACTIVE learnware"
+    return "no ACTIVE learnware matches the semantic query"
+
+
+_STARTED = time.monotonic()

@@ -1,30 +1,69 @@
-"""Wiring of search_service."""
+"""Wiring of search_service: the index, its snapshot, the registry follower, health."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 import grpc
 
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
-from lwdock.server.bootstrap import ServiceApp, run
+from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
+from search_service import metrics
 from search_service.index import SearchIndex
 from search_service.servicer import SearchServicer
+from search_service.snapshot import load_snapshot
+from search_service.sync import FollowerOptions, RegistryFollower
 
 SERVICE_NAME = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
+log = logging.getLogger("lwdock.search")
 
-def build_app(settings: Settings) -> ServiceApp:
-    index = SearchIndex()
+
+def build_app(settings: Settings, *, follower_options: FollowerOptions | None = None) -> ServiceApp:
+    """NOT_SERVING until the index has caught up with the registry at
+    settings.registry_address (after loading the snapshot under the snapshot directory)."""
+    index = SearchIndex(embedding_dimension=settings.search_embedding_dimension)
+    snapshot_dir = settings.resolved_search_snapshot_dir()
+    follower = RegistryFollower(
+        index, settings.registry_address, snapshot_dir=snapshot_dir, options=follower_options
+    )
 
     def register(server: grpc.aio.Server) -> None:
-        search_service_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(index), server)
+        search_service_pb2_grpc.add_SearchServiceServicer_to_server(
+            SearchServicer(index, lambda: follower.last_error), server
+        )
 
-    return ServiceApp(name="search", services=[SERVICE_NAME], register=register)
+    async def on_start(handle: ServerHandle) -> None:
+        if load_snapshot(index, snapshot_dir):
+            log.info(
+                "index loaded from snapshot",
+                extra={"last_sequence": index.last_sequence, "learnwares": index.learnware_count},
+            )
+        metrics.publish(index)
+
+        async def caught_up() -> None:
+            await handle.set_serving(SERVICE_NAME, True)
+
+        follower.on_caught_up = caught_up
+        follower.start()
+
+    async def on_stop() -> None:
+        await follower.stop()
+
+    return ServiceApp(
+        name="search",
+        services=[SERVICE_NAME],
+        register=register,
+        on_start=on_start,
+        on_stop=on_stop,
+        initially_not_serving={SERVICE_NAME},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="search_service", description=__doc__)
     add_server_arguments(parser)
+    parser.add_argument("--registry-address", help="registry to follow (LWDOCK_REGISTRY_ADDRESS)")
     run(build_app, settings_from_args(parser.parse_args(argv)))

@@ -1,16 +1,31 @@
-"""Thin SearchService servicer."""
+"""Thin SearchService servicer: convert, call the index (in a worker thread), convert back."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import grpc
 
 from lwdock.search.v1 import resources_pb2, search_service_pb2, search_service_pb2_grpc
+from search_service import converters
 from search_service.index import SearchIndex
 
 
 class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
-    def __init__(self, index: SearchIndex) -> None:
+    def __init__(self, index: SearchIndex, sync_error: Callable[[], str] = lambda: "") -> None:
         self.index = index
+        self.sync_error = sync_error
+
+    async def SearchLearnwares(
+        self,
+        request: search_service_pb2.SearchLearnwaresRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> search_service_pb2.SearchLearnwaresResponse:
+        search = converters.search_request(request)
+        sequence = self.index.last_sequence
+        result = await asyncio.to_thread(self.index.search, search)
+        return converters.search_response(result, search, sequence)
 
     async def GetIndexStats(
         self, request: search_service_pb2.GetIndexStatsRequest, context: grpc.aio.ServicerContext
@@ -20,15 +35,18 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             learnware_count=index.learnware_count,
             partitions=[
                 resources_pb2.PartitionStats(
-                    key=p.key,
-                    learnware_count=len(p.learnware_ids),
+                    key=name,
+                    learnware_count=p.count,
                     index_type=p.index_type,
                     memory_bytes=p.memory_bytes,
+                    memory_bytes_per_learnware=p.memory_bytes // max(p.count, 1),
                 )
-                for p in index.partitions.values()
+                for name, p in list(index.partitions.items())
             ],
             last_sequence=index.last_sequence,
             synced=index.synced,
             embedding_dimension=index.embedding_dimension,
             embedding_seed=index.embedding_seed,
+            sync_lag_seconds=index.sync_lag_s(),
+            sync_error="" if index.synced else self.sync_error(),
         )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lwdock.common.v1 import learnware_pb2 as lwdock_dot_common_dot_v1_dot_learnware__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lwdock/search/v1/resources.proto\x12\x10lwdock.search.v1\x1a lwdock/common/v1/learnware.proto\"\x8e\x01\n\rSemanticQuery\x12\x12\n\ndata_types\x18\x01 \x03(\t\x12\r\n\x05tasks\x18\x02 \x03(\t\x12\x11\n\tlibraries\x18\x03 \x03(\t\x12\x11\n\tscenarios\x18\x04 \x03(\t\x12\x10\n\x08licenses\x18\x05 \x03(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x14\n\x0clearnware_id\x18\x07 \x01(\t\"\x85\x01\n\x0cSingleResult\x12\x14\n\x0clearnware_id\x18\x01 \x01(\t\x12\x0c\n\x04mmd2\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12.\n\tlearnware\x18\x05 \x01(\x0b\x32\x1b.lwdock.common.v1.Learnware\"h\n\rMixtureResult\x12\x15\n\rlearnware_ids\x18\x01 \x03(\t\x12\x0f\n\x07weights\x18\x02 \x03(\x01\x12\x0c\n\x04mmd2\x18\x03 \x01(\x01\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\nsimilarity\x18\x05 \x01(\x01\"`\n\x0ePartitionStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x17\n\x0flearnware_count\x18\x02 \x01(\x03\x12\x12\n\nindex_type\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\x42v\n\x14\x64\x65v.lwdock.search.v1P\x01ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/search/v1;searchv1\xaa\x02\x10Lwdock.Search.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lwdock/search/v1/resources.proto\x12\x10lwdock.search.v1\x1a lwdock/common/v1/learnware.proto\"\x8e\x01\n\rSemanticQuery\x12\x12\n\ndata_types\x18\x01 \x03(\t\x12\r\n\x05tasks\x18\x02 \x03(\t\x12\x11\n\tlibraries\x18\x03 \x03(\t\x12\x11\n\tscenarios\x18\x04 \x03(\t\x12\x10\n\x08licenses\x18\x05 \x03(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x14\n\x0clearnware_id\x18\x07 \x01(\t\"\x85\x01\n\x0cSingleResult\x12\x14\n\x0clearnware_id\x18\x01 \x01(\t\x12\x0c\n\x04mmd2\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12.\n\tlearnware\x18\x05 \x01(\x0b\x32\x1b.lwdock.common.v1.Learnware\"h\n\rMixtureResult\x12\x15\n\rlearnware_ids\x18\x01 \x03(\t\x12\x0f\n\x07weights\x18\x02 \x03(\x01\x12\x0c\n\x04mmd2\x18\x03 \x01(\x01\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\nsimilarity\x18\x05 \x01(\x01\"\x84\x01\n\x0ePartitionStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x17\n\x0flearnware_count\x18\x02 \x01(\x03\x12\x12\n\nindex_type\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\x12\"\n\x1amemory_bytes_per_learnware\x18\x05 \x01(\x03\x42v\n\x14\x64\x65v.lwdock.search.v1P\x01ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/search/v1;searchv1\xaa\x02\x10Lwdock.Search.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SINGLERESULT']._serialized_end=367
   _globals['_MIXTURERESULT']._serialized_start=369
   _globals['_MIXTURERESULT']._serialized_end=473
-  _globals['_PARTITIONSTATS']._serialized_start=475
-  _globals['_PARTITIONSTATS']._serialized_end=571
+  _globals['_PARTITIONSTATS']._serialized_start=476
+  _globals['_PARTITIONSTATS']._serialized_end=608
 # @@protoc_insertion_point(module_scope)

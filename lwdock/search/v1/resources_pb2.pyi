@@ -54,13 +54,15 @@ class MixtureResult(_message.Message):
     def __init__(self, learnware_ids: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., mmd2: _Optional[float] = ..., score: _Optional[float] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class PartitionStats(_message.Message):
-    __slots__ = ("key", "learnware_count", "index_type", "memory_bytes")
+    __slots__ = ("key", "learnware_count", "index_type", "memory_bytes", "memory_bytes_per_learnware")
     KEY_FIELD_NUMBER: _ClassVar[int]
     LEARNWARE_COUNT_FIELD_NUMBER: _ClassVar[int]
     INDEX_TYPE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_PER_LEARNWARE_FIELD_NUMBER: _ClassVar[int]
     key: str
     learnware_count: int
     index_type: str
     memory_bytes: int
-    def __init__(self, key: _Optional[str] = ..., learnware_count: _Optional[int] = ..., index_type: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    memory_bytes_per_learnware: int
+    def __init__(self, key: _Optional[str] = ..., learnware_count: _Optional[int] = ..., index_type: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., memory_bytes_per_learnware: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,7 @@ from lwdock.common.v1 import specification_pb2 as lwdock_dot_common_dot_v1_dot_s
 from lwdock.search.v1 import resources_pb2 as lwdock_dot_search_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lwdock/search/v1/search_service.proto\x12\x10lwdock.search.v1\x1a$lwdock/common/v1/specification.proto\x1a lwdock/search/v1/resources.proto\"\xf9\x01\n\x17SearchLearnwaresRequest\x12\x37\n\x0esemantic_query\x18\x01 \x01(\x0b\x32\x1f.lwdock.search.v1.SemanticQuery\x12M\n\x19statistical_specification\x18\x02 \x01(\x0b\x32*.lwdock.common.v1.StatisticalSpecification\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x13\n\x0bmax_mixture\x18\x05 \x01(\x05\x12\x1a\n\x12include_learnwares\x18\x06 \x01(\x08\"\xcc\x01\n\x18SearchLearnwaresResponse\x12\x36\n\x0esingle_results\x18\x01 \x03(\x0b\x32\x1e.lwdock.search.v1.SingleResult\x12\x30\n\x07mixture\x18\x02 \x01(\x0b\x32\x1f.lwdock.search.v1.MixtureResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\x03\x12\x14\n\x0c\x65mpty_reason\x18\x05 \x01(\t\"\x16\n\x14GetIndexStatsRequest\"\xc2\x01\n\x15GetIndexStatsResponse\x12\x17\n\x0flearnware_count\x18\x01 \x01(\x03\x12\x34\n\npartitions\x18\x02 \x03(\x0b\x32 .lwdock.search.v1.PartitionStats\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06synced\x18\x04 \x01(\x08\x12\x1b\n\x13\x65mbedding_dimension\x18\x05 \x01(\x05\x12\x16\n\x0e\x65mbedding_seed\x18\x06 \x01(\x03\x32\xdc\x01\n\rSearchService\x12i\n\x10SearchLearnwares\x12).lwdock.search.v1.SearchLearnwaresRequest\x1a*.lwdock.search.v1.SearchLearnwaresResponse\x12`\n\rGetIndexStats\x12&.lwdock.search.v1.GetIndexStatsRequest\x1a\'.lwdock.search.v1.GetIndexStatsResponseBv\n\x14\x64\x65v.lwdock.search.v1P\x01ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/search/v1;searchv1\xaa\x02\x10Lwdock.Search.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lwdock/search/v1/search_service.proto\x12\x10lwdock.search.v1\x1a$lwdock/common/v1/specification.proto\x1a lwdock/search/v1/resources.proto\"\xf9\x01\n\x17SearchLearnwaresRequest\x12\x37\n\x0esemantic_query\x18\x01 \x01(\x0b\x32\x1f.lwdock.search.v1.SemanticQuery\x12M\n\x19statistical_specification\x18\x02 \x01(\x0b\x32*.lwdock.common.v1.StatisticalSpecification\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x13\n\x0bmax_mixture\x18\x05 \x01(\x05\x12\x1a\n\x12include_learnwares\x18\x06 \x01(\x08\"\xe4\x01\n\x18SearchLearnwaresResponse\x12\x36\n\x0esingle_results\x18\x01 \x03(\x0b\x32\x1e.lwdock.search.v1.SingleResult\x12\x30\n\x07mixture\x18\x02 \x01(\x0b\x32\x1f.lwdock.search.v1.MixtureResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\x03\x12\x14\n\x0c\x65mpty_reason\x18\x05 \x01(\t\x12\x16\n\x0eindex_sequence\x18\x06 \x01(\x03\"\x16\n\x14GetIndexStatsRequest\"\xf0\x01\n\x15GetIndexStatsResponse\x12\x17\n\x0flearnware_count\x18\x01 \x01(\x03\x12\x34\n\npartitions\x18\x02 \x03(\x0b\x32 .lwdock.search.v1.PartitionStats\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06synced\x18\x04 \x01(\x08\x12\x1b\n\x13\x65mbedding_dimension\x18\x05 \x01(\x05\x12\x16\n\x0e\x65mbedding_seed\x18\x06 \x01(\x03\x12\x18\n\x10sync_lag_seconds\x18\x07 \x01(\x01\x12\x12\n\nsync_error\x18\x08 \x01(\t2\xdc\x01\n\rSearchService\x12i\n\x10SearchLearnwares\x12).lwdock.search.v1.SearchLearnwaresRequest\x1a*.lwdock.search.v1.SearchLearnwaresResponse\x12`\n\rGetIndexStats\x12&.lwdock.search.v1.GetIndexStatsRequest\x1a\'.lwdock.search.v1.GetIndexStatsResponseBv\n\x14\x64\x65v.lwdock.search.v1P\x01ZIgithub.com/learnware-dock/learnware-dock/gen/go/lwdock/search/v1;searchv1\xaa\x02\x10Lwdock.Search.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHLEARNWARESREQUEST']._serialized_start=132
   _globals['_SEARCHLEARNWARESREQUEST']._serialized_end=381
   _globals['_SEARCHLEARNWARESRESPONSE']._serialized_start=384
-  _globals['_SEARCHLEARNWARESRESPONSE']._serialized_end=588
-  _globals['_GETINDEXSTATSREQUEST']._serialized_start=590
-  _globals['_GETINDEXSTATSREQUEST']._serialized_end=612
-  _globals['_GETINDEXSTATSRESPONSE']._serialized_start=615
-  _globals['_GETINDEXSTATSRESPONSE']._serialized_end=809
-  _globals['_SEARCHSERVICE']._serialized_start=812
-  _globals['_SEARCHSERVICE']._serialized_end=1032
+  _globals['_SEARCHLEARNWARESRESPONSE']._serialized_end=612
+  _globals['_GETINDEXSTATSREQUEST']._serialized_start=614
+  _globals['_GETINDEXSTATSREQUEST']._serialized_end=636
+  _globals['_GETINDEXSTATSRESPONSE']._serialized_start=639
+  _globals['_GETINDEXSTATSRESPONSE']._serialized_end=879
+  _globals['_SEARCHSERVICE']._serialized_start=882
+  _globals['_SEARCHSERVICE']._serialized_end=1102
 # @@protoc_insertion_point(module_scope)

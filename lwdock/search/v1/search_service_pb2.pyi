@@ -25,35 +25,41 @@ class SearchLearnwaresRequest(_message.Message):
     def __init__(self, semantic_query: _Optional[_Union[_resources_pb2.SemanticQuery, _Mapping]] = ..., statistical_specification: _Optional[_Union[_specification_pb2.StatisticalSpecification, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_mixture: _Optional[int] = ..., include_learnwares: _Optional[bool] = ...) -> None: ...
 
 class SearchLearnwaresResponse(_message.Message):
-    __slots__ = ("single_results", "mixture", "next_page_token", "candidate_count", "empty_reason")
+    __slots__ = ("single_results", "mixture", "next_page_token", "candidate_count", "empty_reason", "index_sequence")
     SINGLE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     MIXTURE_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     EMPTY_REASON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     single_results: _containers.RepeatedCompositeFieldContainer[_resources_pb2.SingleResult]
     mixture: _resources_pb2.MixtureResult
     next_page_token: str
     candidate_count: int
     empty_reason: str
-    def __init__(self, single_results: _Optional[_Iterable[_Union[_resources_pb2.SingleResult, _Mapping]]] = ..., mixture: _Optional[_Union[_resources_pb2.MixtureResult, _Mapping]] = ..., next_page_token: _Optional[str] = ..., candidate_count: _Optional[int] = ..., empty_reason: _Optional[str] = ...) -> None: ...
+    index_sequence: int
+    def __init__(self, single_results: _Optional[_Iterable[_Union[_resources_pb2.SingleResult, _Mapping]]] = ..., mixture: _Optional[_Union[_resources_pb2.MixtureResult, _Mapping]] = ..., next_page_token: _Optional[str] = ..., candidate_count: _Optional[int] = ..., empty_reason: _Optional[str] = ..., index_sequence: _Optional[int] = ...) -> None: ...
 
 class GetIndexStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetIndexStatsResponse(_message.Message):
-    __slots__ = ("learnware_count", "partitions", "last_sequence", "synced", "embedding_dimension", "embedding_seed")
+    __slots__ = ("learnware_count", "partitions", "last_sequence", "synced", "embedding_dimension", "embedding_seed", "sync_lag_seconds", "sync_error")
     LEARNWARE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SYNCED_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIMENSION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SEED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_ERROR_FIELD_NUMBER: _ClassVar[int]
     learnware_count: int
     partitions: _containers.RepeatedCompositeFieldContainer[_resources_pb2.PartitionStats]
     last_sequence: int
     synced: bool
     embedding_dimension: int
     embedding_seed: int
-    def __init__(self, learnware_count: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[_resources_pb2.PartitionStats, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., synced: _Optional[bool] = ..., embedding_dimension: _Optional[int] = ..., embedding_seed: _Optional[int] = ...) -> None: ...
+    sync_lag_seconds: float
+    sync_error: str
+    def __init__(self, learnware_count: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[_resources_pb2.PartitionStats, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., synced: _Optional[bool] = ..., embedding_dimension: _Optional[int] = ..., embedding_seed: _Optional[int] = ..., sync_lag_seconds: _Optional[float] = ..., sync_error: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,151 @@
+"""The semantic part of a learnware as the index keeps it, and the reference's semantic filter.
+
+REFERENCE.md §7.2: Class keys match exactly (the learnware's value must be one of the user's
+values), Tag keys intersect, a learnware without a value for a key the user constrains is
+rejected unless the user's values include `Others`; the free text is matched against Name and
+Description (lowercased): substring first and, only when no learnware matches a substring,
+fuzzy with `rapidfuzz.fuzz.partial_ratio >= 75`, best first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from rapidfuzz import fuzz, process
+
+FUZZY_MIN_SCORE = 75.0
+OTHERS = "Others"
+
+
+@dataclass(frozen=True)
+class SemanticRecord:
+    """What search needs of a learnware's semantic specification."""
+
+    data_type: str = ""
+    task: str = ""
+    library: str = ""
+    scenarios: tuple[str, ...] = ()
+    license: str = ""
+    name: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "data_type": self.data_type,
+            "task": self.task,
+            "library": self.library,
+            "scenarios": list(self.scenarios),
+            "license": self.license,
+            "name": self.name,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SemanticRecord:
+        scenarios = data.get("scenarios") or []
+        assert isinstance(scenarios, list)
+        return cls(
+            data_type=str(data.get("data_type", "")),
+            task=str(data.get("task", "")),
+            library=str(data.get("library", "")),
+            scenarios=tuple(str(s) for s in scenarios),
+            license=str(data.get("license", "")),
+            name=str(data.get("name", "")),
+            description=str(data.get("description", "")),
+        )
+
+
+@dataclass(frozen=True)
+class SemanticQuery:
+    """Empty lists and strings mean no constraint."""
+
+    data_types: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+    scenarios: tuple[str, ...] = ()
+    licenses: tuple[str, ...] = ()
+    text: str = ""
+    learnware_id: str = ""
+    # The Class constraints, by SemanticRecord attribute.
+    classes: dict[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        classes = {
+            "data_type": frozenset(self.data_types),
+            "task": frozenset(self.tasks),
+            "library": frozenset(self.libraries),
+            "license": frozenset(self.licenses),
+        }
+        object.__setattr__(self, "classes", {k: v for k, v in classes.items() if v})
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.classes or self.scenarios or self.text.strip() or self.learnware_id)
+
+    def keeps_tags(self, record: SemanticRecord) -> bool:
+        """The id, Class and Tag rules (everything but the free text)."""
+        for attribute, allowed in self.classes.items():
+            value = getattr(record, attribute)
+            if not value:
+                if OTHERS not in allowed:
+                    return False
+            elif value not in allowed:
+                return False
+        if self.scenarios:
+            if not record.scenarios:
+                if OTHERS not in self.scenarios:
+                    return False
+            elif not set(self.scenarios) & set(record.scenarios):
+                return False
+        return True
+
+
+def keeps_id(query: SemanticQuery, learnware_id: str) -> bool:
+    return not query.learnware_id or query.learnware_id in learnware_id
+
+
+def match_text(
+    query_text: str, candidates: Sequence[tuple[str, SemanticRecord]]
+) -> list[tuple[str, float]]:
+    """(learnware_id, score) of the candidates whose Name or Description matches the text.
+
+    Substring matches (score 100, in the given order) when there are any; otherwise fuzzy
+    matches with partial_ratio >= 75, best first (stable). An empty text keeps everything.
+    """
+    q = query_text.strip().lower()
+    if not q:
+        return [(learnware_id, 100.0) for learnware_id, _ in candidates]
+    exact = [
+        (learnware_id, 100.0)
+        for learnware_id, record in candidates
+        if q in record.name.lower() or q in record.description.lower()
+    ]
+    if exact or not candidates:
+        return exact
+    names = [record.name.lower() for _, record in candidates]
+    descriptions = [record.description.lower() for _, record in candidates]
+    scores = [
+        process.cdist([q], texts, scorer=fuzz.partial_ratio, dtype="float32", workers=1)[0]
+        for texts in (names, descriptions)
+    ]
+    best = [max(float(a), float(b)) for a, b in zip(scores[0], scores[1], strict=True)]
+    kept = [
+        (learnware_id, score)
+        for (learnware_id, _), score in zip(candidates, best, strict=True)
+        if score >= FUZZY_MIN_SCORE
+    ]
+    kept.sort(key=lambda item: -item[1])
+    return kept
+
+
+def semantic_filter(
+    query: SemanticQuery, records: Iterable[tuple[str, SemanticRecord]]
+) -> list[tuple[str, float]]:
+    """The reference's semantic stage over (id, record) pairs in market order."""
+    kept = [
+        (learnware_id, record)
+        for learnware_id, record in records
+        if keeps_id(query, learnware_id) and query.keeps_tags(record)
+    ]
+    return match_text(query.text, kept)

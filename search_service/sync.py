@@ -1,0 +1,215 @@
+"""The index follows the registry's change feed (RegistryService.WatchChanges).
+
+Each connection first asks the registry's health (SERVING only once its database answers),
+then watches from the index's last sequence: the registry replays every later event, then
+follows new ones as they commit. The index counts as caught up once the stream has been
+quiet for `idle_s` (the replay arrives back to back, so a pause means the replay is over);
+from then on every event is applied as it arrives. A broken stream or an unreachable
+registry marks the index not synced (it keeps serving what it has) and the follower
+reconnects with exponential backoff, resuming from the last sequence it applied, so it
+neither misses nor repeats an event. Snapshots are written when the index first catches up,
+then every `snapshot_interval_s` while it changes, and at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lwdock.channels import aio_channel
+from lwdock.errors import Unavailable
+from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+from search_service import metrics
+from search_service.converters import change_to_domain
+from search_service.index import SearchIndex
+from search_service.snapshot import save_snapshot
+
+log = logging.getLogger("lwdock.search")
+
+REGISTRY_SERVICE = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+_END = object()
+
+
+@dataclass
+class FollowerOptions:
+    idle_s: float = 0.3
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    snapshot_interval_s: float = 30.0
+    health_timeout_s: float = 3.0
+    batch_max: int = 256
+
+
+class RegistryFollower:
+    def __init__(
+        self,
+        index: SearchIndex,
+        address: str,
+        *,
+        snapshot_dir: Path | None = None,
+        on_caught_up: Callable[[], Awaitable[None]] | None = None,
+        options: FollowerOptions | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.index = index
+        self.address = address
+        self.snapshot_dir = snapshot_dir
+        self.on_caught_up = on_caught_up
+        self.options = options or FollowerOptions()
+        self.token = token
+        self.last_error = ""
+        self._saved_changes = index.changes
+        self._last_save = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._progressed = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.save_snapshot(force=False)
+
+    async def run(self) -> None:
+        delay = self.options.backoff_initial_s
+        while True:
+            self._progressed = False
+            try:
+                await self._follow_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable registry, broken stream: retry
+                self.last_error = _describe(exc)
+                log.warning(
+                    "registry change feed unavailable, retrying",
+                    extra={"error": self.last_error, "retry_in_s": delay},
+                )
+            self._set_synced(False)
+            if self._progressed:
+                delay = self.options.backoff_initial_s
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.backoff_max_s)
+
+    async def _follow_once(self) -> None:
+        """One connection, until the stream breaks (raises). `_progressed` records whether
+        it applied anything or caught up (the next retry then starts from the shortest
+        backoff)."""
+        async with aio_channel(self.address, token=self.token) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service=REGISTRY_SERVICE),
+                timeout=self.options.health_timeout_s,
+            )
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                raise Unavailable("the registry is not SERVING")
+            stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
+            call = stub.WatchChanges(
+                registry_service_pb2.WatchChangesRequest(since_sequence=self.index.last_sequence)
+            )
+            queue: asyncio.Queue[object] = asyncio.Queue()
+            pump = asyncio.create_task(_pump(call, queue))
+            try:
+                while True:
+                    timeout = None if self.index.synced else self.options.idle_s
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout)
+                    except TimeoutError:
+                        await self._caught_up()
+                        self._progressed = True
+                        continue
+                    batch = [item]
+                    while not queue.empty() and len(batch) < self.options.batch_max:
+                        batch.append(queue.get_nowait())
+                    ended = self._apply(batch)
+                    self._progressed = True
+                    if ended is not None:
+                        if isinstance(ended, BaseException):
+                            raise ended
+                        raise Unavailable("the registry ended the change feed")
+                    self._maybe_snapshot()
+            finally:
+                call.cancel()
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await pump
+
+    def _apply(self, batch: list[object]) -> object | None:
+        """Apply events in order; returns the end marker (or error) if the batch holds one."""
+        for item in batch:
+            if item is _END or isinstance(item, BaseException):
+                metrics.publish(self.index)
+                return item
+            sequence, learnware_id, entry = change_to_domain(item)  # type: ignore[arg-type]
+            self.index.apply(sequence, learnware_id, entry)
+        metrics.publish(self.index)
+        return None
+
+    async def _caught_up(self) -> None:
+        first = self.index.synced_at is None
+        self._set_synced(True)
+        self.last_error = ""
+        log.info(
+            "index caught up with the registry",
+            extra={
+                "last_sequence": self.index.last_sequence,
+                "learnwares": self.index.learnware_count,
+            },
+        )
+        self.save_snapshot(force=first)
+        if self.on_caught_up is not None:
+            await self.on_caught_up()
+
+    def _set_synced(self, synced: bool) -> None:
+        if synced:
+            self.index.synced_at = time.monotonic()
+        elif self.index.synced:
+            self.index.synced_at = time.monotonic()
+        self.index.synced = synced
+        metrics.publish(self.index)
+
+    def _maybe_snapshot(self) -> None:
+        if time.monotonic() - self._last_save >= self.options.snapshot_interval_s:
+            self.save_snapshot(force=False)
+
+    def save_snapshot(self, *, force: bool) -> None:
+        if self.snapshot_dir is None:
+            return
+        if not force and self.index.changes == self._saved_changes:
+            return
+        try:
+            save_snapshot(self.index, self.snapshot_dir)
+        except OSError as exc:
+            log.warning("snapshot not written", extra={"error": str(exc)})
+            return
+        self._saved_changes = self.index.changes
+        self._last_save = time.monotonic()
+
+
+async def _pump(call: grpc.aio.UnaryStreamCall, queue: asyncio.Queue[object]) -> None:
+    try:
+        async for reply in call:
+            queue.put_nowait(reply.event)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        queue.put_nowait(exc)
+        return
+    queue.put_nowait(_END)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,303 @@
+"""The search index as plain Python: rankings equal a brute-force exact-MMD scan (flat and
+IVF), the reference's scores and semantic rules, the greedy mixture, empty results with a
+reason, and snapshots that restore the same index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lwdock.errors import InvalidArgument
+from lwdock.rkme.kernel import mmd2
+from lwdock.rkme.spec import RKMESpec, SpecType
+from search_service.index import LearnwareEntry, SearchIndex, SearchRequest
+from search_service.mixture import greedy_mixture
+from search_service.scoring import DistanceSummary, reference_score, similarity
+from search_service.semantic import SemanticQuery, SemanticRecord, semantic_filter
+from search_service.snapshot import load_snapshot, save_snapshot
+
+D, K = 10, 20
+M = 300
+
+
+def synthetic(m: int, seed: int = 0, spread: float = 1.5) -> tuple[list[RKMESpec], np.ndarray]:
+    """m table specs: K points around a random centre each, random non-negative weights."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, spread, (m, D))
+    scales = rng.uniform(0.5, 1.5, m)
+    specs = [
+        RKMESpec(
+            z=centres[i] + scales[i] * rng.normal(size=(K, D)),
+            beta=rng.dirichlet(np.full(K, 5.0)),
+            gamma=0.1,
+        )
+        for i in range(m)
+    ]
+    return specs, centres
+
+
+def entries(specs: list[RKMESpec], **semantic: str) -> list[LearnwareEntry]:
+    return [
+        LearnwareEntry(
+            f"lw-{i:08d}",
+            SemanticRecord(
+                data_type="Table",
+                task="Classification" if i % 2 else "Regression",
+                library="Scikit-learn",
+                scenarios=("Business",) if i % 3 else ("Health", "Nature"),
+                license="MIT",
+                name=f"model {i}",
+                description=f"synthetic learnware number {i}",
+                **semantic,
+            ),
+            (spec,),
+        )
+        for i, spec in enumerate(specs)
+    ]
+
+
+def query_near(centre: np.ndarray, seed: int, points: int = 30) -> RKMESpec:
+    rng = np.random.default_rng(seed)
+    return RKMESpec(z=centre + rng.normal(size=(points, D)), beta=np.full(points, 1 / points))
+
+
+def brute_force(specs: list[RKMESpec], user: RKMESpec, keep: list[int] | None = None) -> list:
+    """(index, exact MMD^2) best first, by the reference's `learnware.dist(user)`."""
+    indices = range(len(specs)) if keep is None else keep
+    scored = [(i, mmd2(specs[i], user)) for i in indices]
+    return sorted(scored, key=lambda item: item[1])
+
+
+@pytest.fixture(scope="module")
+def market() -> tuple[list[RKMESpec], np.ndarray]:
+    return synthetic(M)
+
+
+@pytest.mark.parametrize("flat_max", [10_000, 100], ids=["flat", "ivf"])
+def test_ranking_equals_brute_force(market: tuple, flat_max: int) -> None:
+    specs, centres = market
+    index = SearchIndex(embedding_dimension=256, flat_max=flat_max, candidates=60)
+    index.upsert_many(entries(specs))
+    (partition,) = index.partitions.values()
+    assert partition.index_type.startswith("IVF" if flat_max == 100 else "IDMap2,Flat")
+    assert partition.count == M and partition.memory_bytes > M * K * D * 4
+    rng = np.random.default_rng(7)
+    for q in range(6):
+        user = query_near(centres[rng.integers(M)], seed=q)
+        result = index.search(SearchRequest(spec=user, page_size=10, max_mixture=1))
+        expected = brute_force(specs, user)
+        got = [(int(h.learnware_id[3:]), h.mmd2) for h in result.singles]
+        assert [i for i, _ in got] == [i for i, _ in expected[:10]]
+        np.testing.assert_allclose(
+            [d for _, d in got], [d for _, d in expected[:10]], rtol=1e-6, atol=1e-9
+        )
+        assert result.candidate_count == M and result.mixture is None
+
+
+def test_semantic_filter_then_ranking(market: tuple) -> None:
+    specs, centres = market
+    index = SearchIndex(candidates=40)
+    index.upsert_many(entries(specs))
+    user = query_near(centres[5], seed=1)
+    query = SemanticQuery(tasks=("Classification",), scenarios=("Health",))
+    result = index.search(SearchRequest(semantic=query, spec=user, page_size=5, max_mixture=1))
+    keep = [i for i in range(M) if i % 2 == 1 and i % 3 == 0]
+    expected = brute_force(specs, user, keep)
+    assert result.candidate_count == len(keep)
+    assert [int(h.learnware_id[3:]) for h in result.singles] == [i for i, _ in expected[:5]]
+    # Every filtered learnware was re-ranked exactly here, so the score is the reference's
+    # formula over all of their distances.
+    index.candidates = len(keep)
+    result = index.search(
+        SearchRequest(semantic=query, spec=user, page_size=len(keep), max_mixture=1)
+    )
+    summary = DistanceSummary.of([d for _, d in expected])
+    for hit, (_, d) in zip(result.singles, expected, strict=True):
+        assert hit.score == pytest.approx(reference_score(d, summary), abs=1e-6)
+    assert result.singles[0].score >= 0.92 and result.singles[-1].score == 0.0
+
+
+def test_pages_continue_the_ranking(market: tuple) -> None:
+    specs, centres = market
+    index = SearchIndex()
+    index.upsert_many(entries(specs))
+    user = query_near(centres[9], seed=2)
+    first = index.search(SearchRequest(spec=user, page_size=7, max_mixture=1))
+    second = index.search(SearchRequest(spec=user, page_size=7, offset=7, max_mixture=1))
+    expected = [i for i, _ in brute_force(specs, user)[:14]]
+    got = [int(h.learnware_id[3:]) for h in first.singles + second.singles]
+    assert got == expected and first.has_more and second.has_more
+
+
+def test_reference_score_example_and_similarity() -> None:
+    summary = DistanceSummary.of([0.1, 0.2, 0.5, 1.0])
+    scores = [reference_score(d, summary) for d in (0.1, 0.2, 0.5, 1.0)]
+    assert scores == pytest.approx([0.9424, 0.8377, 0.7, 0.0], abs=1e-4)
+    assert reference_score(0.3, DistanceSummary.of([0.3, 0.3])) == 1.0
+    # Absolute similarity: 1 for the same spec, independent of any other learnware.
+    specs, _ = synthetic(2)
+    from lwdock.rkme.kernel import inner_product
+
+    a, b = specs
+    same = similarity(inner_product(a, a), inner_product(a, a), inner_product(a, a))
+    assert same == pytest.approx(1.0)
+    other = similarity(inner_product(b, a), inner_product(a, a), inner_product(b, b))
+    assert 0.0 < other < 1.0
+
+
+def test_mixture_of_two_learnwares_is_found() -> None:
+    specs, centres = synthetic(120, seed=3, spread=4.0)
+    index = SearchIndex()
+    index.upsert_many(entries(specs))
+    rng = np.random.default_rng(11)
+    a, b = 17, 71
+    half = 50
+    user = RKMESpec(
+        z=np.concatenate(
+            [
+                centres[a] + rng.normal(size=(half, D)) * 1.0,
+                centres[b] + rng.normal(size=(half, D)) * 1.0,
+            ]
+        ),
+        beta=np.full(2 * half, 1 / (2 * half)),
+    )
+    result = index.search(SearchRequest(spec=user, page_size=5, max_mixture=5))
+    assert result.mixture is not None
+    members = {int(i[3:]) for i in result.mixture.learnware_ids}
+    assert {a, b} <= members
+    assert sum(result.mixture.weights) == pytest.approx(1.0)
+    assert min(result.mixture.weights) >= 0.0
+    assert result.mixture.mmd2 < 0.95 * result.singles[0].mmd2
+    assert result.mixture.score >= result.singles[0].score
+    # The mixture MMD is the exact MMD of the weighted mixture spec.
+    weights = dict(zip(result.mixture.learnware_ids, result.mixture.weights, strict=True))
+    mixed = RKMESpec(
+        z=np.concatenate([specs[int(i[3:])].z for i in weights]),
+        beta=np.concatenate([specs[int(i[3:])].beta * w for i, w in weights.items()]),
+    )
+    assert result.mixture.mmd2 == pytest.approx(mmd2(mixed, user), rel=1e-6)
+
+
+def test_greedy_stops_below_five_percent() -> None:
+    # Two identical candidates: the second never improves the first by 5%.
+    gram = np.array([[1.0, 1.0], [1.0, 1.0]])
+    mixture = greedy_mixture(np.array([0.9, 0.9]), np.diag(gram), lambda i: gram[i], 1.0)
+    assert mixture is not None and mixture.members == (0,)
+
+
+def test_semantic_rules() -> None:
+    records = [
+        (
+            f"lw-{i:08d}",
+            SemanticRecord(
+                data_type="Table",
+                task="Classification",
+                scenarios=("Business",),
+                name=f"gauss_{i}",
+                description=f"Gaussian data centred at {i}",
+            ),
+        )
+        for i in range(7)
+    ]
+    records.append(("lw-00000099", SemanticRecord(data_type="Image", name="other")))
+    fuzzy = semantic_filter(SemanticQuery(text="gaus_3"), records)
+    assert [i for i, _ in fuzzy] == [i for i, _ in records[:7]]  # all of them, stable order
+    exact = semantic_filter(SemanticQuery(text="centred at 6"), records)
+    assert [i for i, _ in exact] == ["lw-00000006"]
+    assert len(semantic_filter(SemanticQuery(data_types=("Image", "Text")), records)) == 1
+    assert len(semantic_filter(SemanticQuery(scenarios=("Business", "Health")), records)) == 7
+    # A learnware without a value for a constrained key: kept only for `Others`.
+    assert semantic_filter(SemanticQuery(tasks=("Regression",)), records) == []
+    assert len(semantic_filter(SemanticQuery(tasks=("Others",)), records)) == 1
+    assert [i for i, _ in semantic_filter(SemanticQuery(learnware_id="099"), records)] == [
+        "lw-00000099"
+    ]
+
+
+def test_semantic_only_search_and_empty_reasons(market: tuple) -> None:
+    specs, _ = market
+    index = SearchIndex()
+    index.upsert_many(entries(specs[:20]))
+    index.upsert_many([LearnwareEntry("lw-00009999", SemanticRecord(name="no spec at all"))])
+    result = index.search(SearchRequest(semantic=SemanticQuery(text="no spec"), page_size=5))
+    assert [h.learnware_id for h in result.singles] == ["lw-00009999"]
+    everything = index.search(SearchRequest(page_size=100))
+    assert everything.candidate_count == 21 and everything.singles[0].learnware_id == "lw-00009999"
+    # A dimension no learnware has: empty, with a reason, not an error.
+    other = RKMESpec(z=np.zeros((3, 7)), beta=np.full(3, 1 / 3))
+    result = index.search(SearchRequest(spec=other))
+    assert result.singles == [] and "d=7" in result.empty_reason
+    nothing = index.search(
+        SearchRequest(semantic=SemanticQuery(licenses=("GPL-3.0",)), spec=query_near(0, 1))
+    )
+    assert nothing.singles == [] and "semantic" in nothing.empty_reason
+    with pytest.raises(InvalidArgument):
+        index.search(SearchRequest(spec=query_near(0, 1), page_size=-1))
+
+
+def test_updates_and_deletes_follow_sequences(market: tuple) -> None:
+    specs, _ = market
+    index = SearchIndex()
+    first = entries(specs[:3])
+    for sequence, entry in enumerate(first, start=1):
+        index.apply(sequence, entry.learnware_id, entry)
+    # An update moves lw-0 to another spec; an old sequence is ignored.
+    moved = LearnwareEntry("lw-00000000", first[0].semantic, (specs[2],))
+    index.apply(4, "lw-00000000", moved)
+    index.apply(2, "lw-00000001", None)
+    assert index.learnware_count == 3 and index.last_sequence == 4
+    user = specs[2]
+    top = index.search(SearchRequest(spec=user, page_size=3, max_mixture=1)).singles
+    assert {h.learnware_id for h in top[:2]} == {"lw-00000000", "lw-00000002"}
+    assert top[0].mmd2 == pytest.approx(0.0, abs=1e-6)
+    index.apply(5, "lw-00000002", None)
+    index.apply(6, "lw-00000000", None)
+    index.apply(7, "lw-00000001", None)
+    assert index.learnware_count == 0 and index.partitions == {}
+
+
+def test_snapshot_round_trip(market: tuple, tmp_path: Path) -> None:
+    specs, centres = market
+    index = SearchIndex(flat_max=100)
+    index.upsert_many(entries(specs[:150]))
+    text = RKMESpec(
+        z=np.random.default_rng(0).normal(size=(4, 6)),
+        beta=np.full(4, 0.25),
+        type=SpecType.TEXT,
+        language=["en"],
+        embedding_model="all-MiniLM-L6-v2",
+    )
+    index.upsert_many([LearnwareEntry("lw-00007777", SemanticRecord(name="text one"), (text,))])
+    index.last_sequence = 42
+    save_snapshot(index, tmp_path)
+    save_snapshot(index, tmp_path)  # the second replaces the first
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+    restored = SearchIndex(flat_max=100)
+    assert load_snapshot(restored, tmp_path)
+    assert restored.last_sequence == 42 and restored.records == index.records
+    assert set(restored.partitions) == set(index.partitions)
+    user = query_near(centres[3], seed=5)
+    before = index.search(SearchRequest(spec=user, page_size=10))
+    after = restored.search(SearchRequest(spec=user, page_size=10))
+    assert after.singles == before.singles and after.mixture == before.mixture
+    english = RKMESpec(
+        z=text.z,
+        beta=text.beta,
+        type=SpecType.TEXT,
+        language=["en"],
+        embedding_model=text.embedding_model,
+    )
+    assert restored.search(SearchRequest(spec=english)).singles[0].learnware_id == "lw-00007777"
+    german = RKMESpec(
+        z=text.z,
+        beta=text.beta,
+        type=SpecType.TEXT,
+        language=["de"],
+        embedding_model=text.embedding_model,
+    )
+    assert restored.search(SearchRequest(spec=german)).singles == []
+    # Another embedding dimension is another index version: the snapshot is not used.
+    assert not load_snapshot(SearchIndex(embedding_dimension=128), tmp_path)
