@@ -16,7 +16,9 @@ from sklearn.linear_model import LogisticRegression
 
 from lwdock.client import (
     Strategy,
+    fit_images,
     fit_table,
+    fit_texts,
     load_spec,
     pack_folder,
     pack_model,
@@ -191,3 +193,20 @@ def test_a_servers_status_becomes_the_typed_error_with_its_violations() -> None:
         to_status_proto(NotFound("Learnware", "learnwares/lw-9"), "lwdock.registry")
     )
     assert isinstance(gone, NotFound) and gone.resource_name == "learnwares/lw-9"
+
+
+def test_images_and_texts_fit_locally_and_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 3, 32, 32)).astype(np.uint8)
+    image_spec = fit_images(images, reduced_set_size=3, steps=1)
+    assert image_spec.type.value == "RKMEImageSpecification"
+    assert image_spec.z.shape == (3, 3, 32, 32)
+    save_spec(image_spec, tmp_path / "image.json")
+    loaded = load_spec(tmp_path / "image.json")
+    np.testing.assert_allclose(loaded.z, image_spec.z)
+    assert loaded.image_kernel == image_spec.image_kernel
+
+    texts = ["the cat sat on the mat", "stocks fell sharply today", "rain is due tomorrow"] * 3
+    text_spec = fit_texts(texts, reduced_set_size=3)
+    assert (text_spec.type.value, text_spec.language) == ("RKMETextSpecification", ["en"])
+    assert text_spec.num_points == 9 and text_spec.z.shape[1] == 384
