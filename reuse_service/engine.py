@@ -192,6 +192,8 @@ class ReuseEngine:
     async def run(self, member: Member, x: np.ndarray, timeout_s: float) -> np.ndarray:
         """One member's output on x, from its warm sandbox worker."""
         self.require_sandbox()
+        if x.dtype.hasobject:  # strings from a STRING tensor: fixed-width unicode, no pickles
+            x = x.astype(str)
         output = await self.pool.run(
             lambda: self.worker_spec(member.package, member.name),
             member.package.sha256,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import metadata
 
 import grpc
 import numpy as np
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from lwdock.converters import statistical_spec_from_proto
-from lwdock.errors import InvalidArgument, LwdockError, NotFound
+from lwdock.errors import InvalidArgument, NotFound
 from lwdock.inference import grpc_predict_v2_pb2 as v2
 from lwdock.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from lwdock.reuse.v1 import resources_pb2, reuse_service_pb2, reuse_service_pb2_grpc
@@ -26,7 +27,14 @@ from lwdock.streams import TensorAssembler, tensor_chunks, tensor_header
 from lwdock.tensors import from_numpy, to_numpy
 from reuse_service import kserve
 from reuse_service.checks import check_learnware
-from reuse_service.engine import ACTIVE, MemberOutcome, PredictResult, ReuseEngine, Strategy
+from reuse_service.engine import (
+    ACTIVE,
+    MemberOutcome,
+    PredictResult,
+    ReuseEngine,
+    Strategy,
+    table_input_check,
+)
 from reuse_service.fitted import FITTED, MODES, FittedReuser, ReuserStore, fit_reuser
 from reuse_service.registry_client import learnware_name
 from reuse_service.runtime import RuntimeState
@@ -34,6 +42,7 @@ from reuse_service.runtime import RuntimeState
 DOMAIN = "lwdock.reuse"
 MAX_STREAM_BYTES = 2 * 1024**3
 MAX_FIT_BYTES = 1024**3
+MAX_REQUEST_IDS = 10_000  # CreateReuser request_ids remembered for safe retries
 RUNTIME_PACKAGES = ("numpy", "scikit-learn", "scipy", "torch", "lightgbm", "pandas")
 
 
@@ -251,27 +260,28 @@ class ReuseServicer(reuse_service_pb2_grpc.ReuseServiceServicer):
         strategy, mode = int(config.strategy), config.mode
         timeout_s = self.engine.limits.call_timeout_s
 
-        async def work(set_metadata: object) -> resources_pb2.Reuser:
-            update = set_metadata  # type: ignore[assignment]
-            update(
-                resources_pb2.CreateReuserMetadata(stage="running learnwares", progress_percent=10)
-            )  # type: ignore[operator]
+        async def work(set_metadata: Callable[[Message], None]) -> resources_pb2.Reuser:
+            def stage(name: str, percent: float) -> None:
+                metadata = resources_pb2.CreateReuserMetadata(stage=name, progress_percent=percent)
+                set_metadata(metadata)
+
+            stage("running learnwares", 10)
             members = await self.engine.members(names, timeout_s)
             for member in members:
-                from reuse_service.engine import table_input_check
-
                 table_input_check(member, x, "x_header")
             outcomes = await self.engine.run_all(members, x, timeout_s)
+            outputs = []
             for outcome in outcomes:
-                if outcome.error is not None:
+                if outcome.output is None:
+                    assert outcome.error is not None
                     raise outcome.error
-            update(resources_pb2.CreateReuserMetadata(stage="fitting", progress_percent=60))  # type: ignore[operator]
-            outputs = [o.output for o in outcomes]
-            model = await asyncio.to_thread(fit_reuser, strategy, mode, x, y, outputs)  # type: ignore[arg-type]
+                outputs.append(outcome.output)
+            stage("fitting", 60)
+            model = await asyncio.to_thread(fit_reuser, strategy, mode, x, y, outputs)
             fitted = await asyncio.to_thread(
                 self.reusers.add, strategy, [m.name for m in members], mode, model
             )
-            update(resources_pb2.CreateReuserMetadata(stage="done", progress_percent=100))  # type: ignore[operator]
+            stage("done", 100)
             return reuser_to_proto(fitted)
 
         operation = self.operations.start(
@@ -279,6 +289,8 @@ class ReuseServicer(reuse_service_pb2_grpc.ReuseServiceServicer):
         )
         if config.request_id:
             self._requests[config.request_id] = operation.name
+            while len(self._requests) > MAX_REQUEST_IDS:
+                self._requests.pop(next(iter(self._requests)))
         return operation
 
     async def GetReuser(
@@ -397,15 +409,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         if not request.model_name:
             raise InvalidArgument.for_field("model_name", "required (a learnware id)")
         x = kserve.input_array(request)
-        try:
-            result = await self.engine.predict(
-                [request.model_name],
-                [],
-                Strategy.SINGLE,
-                x,
-                None,
-                call_timeout(self.engine, context),
-            )
-        except LwdockError:
-            raise
+        result = await self.engine.predict(
+            [request.model_name], [], Strategy.SINGLE, x, None, call_timeout(self.engine, context)
+        )
         return kserve.infer_response(request, np.asarray(result.output))

@@ -239,7 +239,12 @@ async def test_job_selector_routes_rows_to_their_learnware(world: World) -> None
 async def _create(
     world: World, strategy: int, mode: str, keys: tuple[str, ...], x: np.ndarray, y: np.ndarray
 ) -> R.Reuser:
-    config = S.CreateReuserConfig(learnwares=selection(world, *keys), strategy=strategy, mode=mode)  # type: ignore[arg-type]
+    config = S.CreateReuserConfig(
+        learnwares=selection(world, *keys),
+        strategy=strategy,  # type: ignore[arg-type]
+        mode=mode,
+        request_id=f"create-{strategy}-{mode}",
+    )
     requests = [
         S.CreateReuserRequest(config=config),
         S.CreateReuserRequest(x_header=tensor_header(x)),
@@ -248,6 +253,8 @@ async def _create(
     requests += [S.CreateReuserRequest(y_header=tensor_header(y))]
     requests += [S.CreateReuserRequest(y_chunk=c) for c in tensor_chunks(y)]
     operation = await world.stub.CreateReuser(iter(requests), timeout=60)
+    retried = await world.stub.CreateReuser(iter(requests), timeout=60)  # same request_id
+    assert retried.name == operation.name
     operations = operations_pb2_grpc.OperationsStub(
         world.market.channel(world.market.reuse.address)
     )
