@@ -160,19 +160,20 @@ async def test_specs_of_different_dimension_are_not_comparable(
     assert "[3]" in violations[0].description and "[10]" in violations[0].description
 
 
-async def test_declared_but_unimplemented_rpc_says_so(
+async def test_search_malformed_spec_is_invalid_argument_with_details(
     channels: dict[str, grpc.aio.Channel],
 ) -> None:
     stub = search_service_pb2_grpc.SearchServiceStub(channels["search"])
+    request = search_service_pb2.SearchLearnwaresRequest()
+    request.statistical_specification.reference_json = '{"z": [[1, 2]], "beta": [1, 2]}'
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.SearchLearnwares(search_service_pb2.SearchLearnwaresRequest(), timeout=10)
+        await stub.SearchLearnwares(request, timeout=10)
     error = caught.value
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "SearchLearnwares" in error.details()
-    assert "not implemented yet" in error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = _details(error)["ErrorInfo"]
-    assert info.reason == "NOT_IMPLEMENTED"  # type: ignore[attr-defined]
     assert info.domain == "lwdock.search"  # type: ignore[attr-defined]
+    violations = _details(error)["BadRequest"].field_violations  # type: ignore[attr-defined]
+    assert violations[0].field == "statistical_specification.reference_json.beta"
 
 
 async def test_unimplemented_kserve_rpcs_say_so(channels: dict[str, grpc.aio.Channel]) -> None:

@@ -193,8 +193,12 @@ async def test_non_finite_reduced_set_is_invalid_argument(suite: Suite, z_text: 
 
 
 async def test_unimplemented_rpc_says_so(suite: Suite) -> None:
+    # search is implemented now; KServe's model repository extension is not served.
     result = await grpcurl(
-        "-d", "{}", suite.address("search"), "lwdock.search.v1.SearchService/SearchLearnwares"
+        "-d",
+        '{"model_name": "x"}',
+        suite.address("reuse"),
+        "inference.GRPCInferenceService/RepositoryModelLoad",
     )
     assert result.returncode == 64 + 12, result.output
     assert "Code: Unimplemented" in result.stderr, result.output
