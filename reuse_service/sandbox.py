@@ -59,7 +59,8 @@ class SandboxLimits:
     """Limits of one sandboxed worker (rlimits applied by the runner before any package code)."""
 
     memory_bytes: int = 4 * 1024**3  # RLIMIT_AS
-    cpu_s: int = 60  # RLIMIT_CPU soft limit, re-armed for every call
+    cpu_s: int = 60  # RLIMIT_CPU soft limit, re-armed for every predict
+    load_cpu_s: int = 60  # the same for loading the package (its imports, its pickles)
     cpu_lifetime_s: int = 3600  # RLIMIT_CPU hard limit: the worker's whole life
     nproc: int = 64  # RLIMIT_NPROC (processes and threads)
     fsize_bytes: int = 64 * 1024**2  # RLIMIT_FSIZE: largest file it may write
@@ -72,7 +73,8 @@ class SandboxLimits:
         return {
             "memory_bytes": self.memory_bytes,
             "cpu_s": self.cpu_s,
-            "cpu_lifetime_s": max(self.cpu_lifetime_s, self.cpu_s),
+            "load_cpu_s": self.load_cpu_s,
+            "cpu_lifetime_s": max(self.cpu_lifetime_s, self.cpu_s, self.load_cpu_s),
             "nproc": self.nproc,
             "fsize_bytes": self.fsize_bytes,
             "nofile": self.nofile,

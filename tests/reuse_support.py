@@ -26,6 +26,7 @@ SMALL_SPEC = (FIXTURES / "table_small_d3.rkme.json").read_text()
 TIGHT = SandboxLimits(
     memory_bytes=1536 * 1024**2,
     cpu_s=2,
+    load_cpu_s=20,
     cpu_lifetime_s=600,
     nproc=48,
     fsize_bytes=1024**2,

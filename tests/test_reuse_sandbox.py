@@ -4,6 +4,7 @@ good learnware keeps answering from its warm worker."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import socket
@@ -330,3 +331,24 @@ async def test_no_sandbox_refuses_unless_allowed(engine: ReuseEngine, good: tupl
         np.testing.assert_allclose(await refusing.run(good[0], X, 30.0), good[1])
     finally:
         await refusing.pool.close()
+
+
+async def test_pool_keeps_at_most_max_workers_lru(engine: ReuseEngine, good: tuple) -> None:
+    small = ReuseEngine(engine.state, TIGHT, engine.packages, WorkerPool(1), engine.registry)
+    other = member(engine, "learnwares/other", make_package(hostile_model("return X[:, 1]")))
+    evicted = metrics.WORKER_KILLS.labels("evicted")._value.get()
+    try:
+        np.testing.assert_allclose(await small.run(good[0], X, 30.0), good[1])
+        first = small.pool._workers[good[0].package.sha256]
+        np.testing.assert_allclose(await small.run(other, X, 30.0), X[:, 1])
+        assert len(small.pool) == 1 and good[0].package.sha256 not in small.pool._workers
+        assert first.process is not None
+        for _ in range(100):  # the evicted worker is killed once idle
+            if first.process.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert first.dead and first.process.returncode is not None
+        assert metrics.WORKER_KILLS.labels("evicted")._value.get() == evicted + 1
+        np.testing.assert_allclose(await small.run(good[0], X, 30.0), good[1])  # cold again
+    finally:
+        await small.pool.close()

@@ -66,9 +66,9 @@ def cpu_used_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def arm_cpu_limit(limits: dict[str, int]) -> None:
+def arm_cpu_limit(limits: dict[str, int], key: str = "cpu_s") -> None:
     """A fresh per-call CPU budget (soft limit), within the worker's lifetime (hard) limit."""
-    per_call = int(limits.get("cpu_s") or 0)
+    per_call = int(limits.get(key) or limits.get("cpu_s") or 0)
     if not per_call:
         return
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -189,7 +189,7 @@ def main() -> int:
         return 1
     strays = bool(init.get("reap_strays"))
     try:
-        arm_cpu_limit(limits)
+        arm_cpu_limit(limits, "load_cpu_s")  # imports (scikit-learn, torch) take a while
         model = load_model(init)
     except BaseException as exc:
         proto_out.write(frames.encode_json(_error("load", exc)))
