@@ -31,7 +31,7 @@ TIGHT = SandboxLimits(
     nproc=48,
     fsize_bytes=1024**2,
     tmp_bytes=16 * 1024**2,
-    call_timeout_s=8.0,
+    call_timeout_s=20.0,  # cold starts on a busy 2-core machine take several seconds
     max_output_bytes=64 * 1024**2,
 )
 
