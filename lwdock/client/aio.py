@@ -499,6 +499,7 @@ class AsyncLearnwareClient:
                 request = reuse_pb.PredictRequest(
                     strategy=code,
                     input=from_numpy(array),
+                    return_member_outputs=member_outputs,
                     **target,  # type: ignore[arg-type]
                 )
                 if spec is not None:
