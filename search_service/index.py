@@ -35,7 +35,7 @@ from search_service.semantic import (
 DEFAULT_EMBEDDING_DIMENSION = 256
 DEFAULT_EMBEDDING_SEED = 0
 # Learnwares re-ranked exactly per query (at least the page and the mixture's candidates).
-DEFAULT_CANDIDATES = 100
+DEFAULT_CANDIDATES = 40
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
 
@@ -249,6 +249,8 @@ class SearchIndex:
             else:
                 mix = None
 
+        offset = request.offset
+        page = slice(offset, offset + page_size)
         singles = [
             SingleHit(
                 learnware_id=partition.ids[slot] or "",
@@ -257,22 +259,25 @@ class SearchIndex:
                 similarity=similarity(float(c), user_self, float(partition.self_products[slot])),
             )
             for slot, d, c in zip(
-                ranked.slots.tolist(), ranked.mmd2.tolist(), ranked.cross.tolist(), strict=True
+                ranked.slots[page].tolist(),
+                ranked.mmd2[page].tolist(),
+                ranked.cross[page].tolist(),
+                strict=True,
             )
         ]
         if mix is not None:
             score = reference_score(mix.mmd2, summary)
-            if int(100 * score) != int(100 * singles[0].score):
+            best_single = reference_score(float(ranked.mmd2[0]), summary)
+            if int(100 * score) != int(100 * best_single):
                 mixture = MixtureHit(
-                    learnware_ids=tuple(singles[i].learnware_id for i in mix.members),
+                    learnware_ids=tuple(partition.ids[ranked.slots[i]] or "" for i in mix.members),
                     weights=mix.weights,
                     mmd2=mix.mmd2,
                     score=score,
                     similarity=similarity(mix.cross, user_self, mix.self_product),
                 )
-        offset = request.offset
         return SearchResult(
-            singles=singles[offset : offset + page_size],
+            singles=singles,
             mixture=mixture,
             candidate_count=ranked.count,
             has_more=offset + page_size < ranked.count,

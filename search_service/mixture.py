@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lwdock.rkme.fit import solve_simplex_qp
+from lwdock.rkme.fit import QP_RIDGE, solve_simplex_qp
 
 DECAY_RATE = 0.95
 DEFAULT_MAX_MIXTURE = 5
@@ -29,6 +29,60 @@ class Mixture:
     mmd2: float
     cross: float  # <u, mixture>
     self_product: float  # <mixture, mixture>
+
+
+def _step(
+    members: list[int],
+    rows: np.ndarray,
+    cross: np.ndarray,
+    diagonal: np.ndarray,
+    user_self: float,
+    candidates: np.ndarray,
+) -> tuple[float, int, np.ndarray]:
+    """The best candidate to add: (its mixture's squared MMD, candidate, weights).
+
+    The equality-constrained QPs of every candidate are solved in one batch; where a weight
+    comes out <= 0 the simplex QP is solved exactly (active set) for that candidate."""
+    k = len(members)
+    if k == 0:
+        mmd2 = user_self + diagonal[candidates] - 2.0 * cross[candidates]
+        best = int(np.argmin(mmd2))
+        return float(mmd2[best]), int(candidates[best]), np.ones(1)
+    n = candidates.size
+    index = np.asarray(members)
+    gram = np.empty((n, k + 1, k + 1))
+    gram[:, :k, :k] = rows[:, index]
+    gram[:, :k, k] = rows[:, candidates].T
+    gram[:, k, :k] = rows[:, candidates].T
+    gram[:, k, k] = diagonal[candidates]
+    c = np.empty((n, k + 1))
+    c[:, :k] = cross[index]
+    c[:, k] = cross[candidates]
+    hessian = gram + QP_RIDGE * np.eye(k + 1)
+    try:
+        solved = np.linalg.solve(hessian, np.stack([c, np.ones_like(c)], axis=2))
+        u, v = solved[..., 0], solved[..., 1]
+        weights = u - ((u.sum(axis=1) - 1.0) / v.sum(axis=1))[:, None] * v
+        free = np.all(weights > 0.0, axis=1) & np.all(np.isfinite(weights), axis=1)
+    except np.linalg.LinAlgError:
+        weights = np.zeros((n, k + 1))
+        free = np.zeros(n, dtype=bool)
+
+    def objective(w: np.ndarray) -> np.ndarray:
+        return user_self + np.einsum("ni,nij,nj->n", w, gram, w) - 2.0 * np.einsum("ni,ni->n", c, w)
+
+    mmd2 = objective(weights)
+    # Without the sign constraints the QP's value is a lower bound: a candidate whose bound
+    # cannot beat the best exact value needs no exact solve.
+    best_free = float(mmd2[free].min()) if free.any() else np.inf
+    for i in np.flatnonzero(~free).tolist():
+        if np.isfinite(mmd2[i]) and mmd2[i] >= best_free:
+            mmd2[i] = np.inf
+            continue
+        weights[i] = solve_simplex_qp(gram[i], c[i])
+        mmd2[i] = objective(weights[i : i + 1])[0]
+    best = int(np.argmin(mmd2))
+    return float(mmd2[best]), int(candidates[best]), weights[best]
 
 
 def greedy_mixture(
@@ -44,35 +98,22 @@ def greedy_mixture(
     if count == 0 or max_members < 1:
         return None
     members: list[int] = []
-    rows: list[np.ndarray] = []
+    rows = np.zeros((0, count))
     weights = np.ones(0)
     best_mmd2: float | None = None
     for _ in range(min(max_members, count)):
-        step: tuple[float, int, np.ndarray] | None = None
-        for candidate in range(count):
-            if candidate in members:
-                continue
-            index = [*members, candidate]
-            k = np.empty((len(index), len(index)))
-            for i, row in enumerate(rows):
-                k[i] = row[index]
-                k[:, i] = row[index]
-            k[-1, -1] = diagonal[candidate]
-            c = cross[index]
-            w = solve_simplex_qp(k, c) if len(index) > 1 else np.ones(1)
-            mmd2 = float(user_self + w @ k @ w - 2.0 * c @ w)
-            if step is None or mmd2 < step[0]:
-                step = (mmd2, candidate, w)
-        assert step is not None
-        mmd2, candidate, w = step
+        unused = np.setdiff1d(np.arange(count), members)
+        mmd2, candidate, w = _step(members, rows, cross, diagonal, user_self, unused)
         if best_mmd2 is not None and mmd2 > decay_rate * best_mmd2:
             break
         members.append(candidate)
-        rows.append(np.asarray(gram_row(candidate), dtype=np.float64))
+        row = np.asarray(gram_row(candidate), dtype=np.float64)
+        row[candidate] = diagonal[candidate]
+        rows = np.vstack([rows, row])
         weights, best_mmd2 = w, mmd2
     assert best_mmd2 is not None
     index = np.asarray(members)
-    gram = np.stack([row[index] for row in rows])
+    gram = rows[:, index]
     return Mixture(
         members=tuple(members),
         weights=tuple(float(x) for x in weights),

@@ -40,6 +40,8 @@ FAR_CANDIDATES = 8  # farthest learnwares re-ranked exactly for the score's maxi
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
 ERROR_MARGIN = 4.0  # in standard deviations of the measured embedding error
 _CHUNK_POINTS = 200_000  # reduced-set points per exact kernel block
+# The factored kernel is used while gamma (|a|^2 + |b|^2) stays below this (e^600 is finite).
+_FACTORED_LIMIT = 600.0
 
 
 @dataclass(frozen=True)
@@ -349,8 +351,18 @@ class Partition:
             z = np.concatenate([self.points[s] for s in block]).astype(np.float64)  # type: ignore[misc]
             beta = np.concatenate([self.betas[s] for s in block])  # type: ignore[misc]
             sizes = np.array([self.points[s].shape[0] for s in block])  # type: ignore[union-attr]
-            sq = zu_sq[:, None] - 2.0 * (zu @ z.T) + (z * z).sum(axis=1)[None, :]
-            weighted = (user.beta @ np.exp(-gamma * sq)) * beta
+            z_sq = (z * z).sum(axis=1)
+            if gamma * (float(zu_sq.max()) + float(z_sq.max())) < _FACTORED_LIMIT:
+                # k(a, b) = e^{-g|a|^2} e^{-g|b|^2} e^{2g a.b}: one product, one exp, no
+                # squared-distance matrix; every factor stays within float64's range.
+                products = (2.0 * gamma * zu) @ z.T
+                np.exp(products, out=products)
+                weighted = ((user.beta * np.exp(-gamma * zu_sq)) @ products) * (
+                    beta * np.exp(-gamma * z_sq)
+                )
+            else:
+                sq = zu_sq[:, None] - 2.0 * (zu @ z.T) + z_sq[None, :]
+                weighted = (user.beta @ np.exp(-gamma * sq)) * beta
             starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
             out[start : start + len(block)] = np.add.reduceat(weighted, starts)
             start += len(block)

@@ -1,0 +1,519 @@
+"""Indexed statistical search vs an exact scan and vs the reference's EasyStatSearcher.
+
+For each market size M, synthetic table learnwares (d = 10, K = 100 reduced-set points, each
+around its own random centre with its own spread, Dirichlet weights; z held as float32 values
+so the index stores them exactly) go into a `SearchIndex` built in-process. Queries are RKMEs
+of K = 100 points drawn from one learnware's distribution (half) or from an even mixture of
+two (half). Reported per M:
+
+- build time (embedding, self inner products, FAISS) and memory (the index's own count, and
+  the resident-memory growth of the process) per learnware;
+- in-process latency p50/p99 of a default search (10 singles, mixture of up to 5) and of a
+  singles-only search (max_mixture = 1);
+- top-1 agreement and recall@10 against the exact ranking: a brute-force float64 squared MMD
+  to every learnware (`lwdock.rkme.gaussian_kernel`), on a subset of the queries at large M;
+- searches/s over gRPC (M <= 10^4): the real servicer in a server on loopback, a client in
+  another process with 8 calls in flight;
+- the reference (`learnware==0.4.0.post1`, EasyStatSearcher, greedy mixture, max_search_num 5)
+  on the same learnwares and queries for M in {10^2, 10^3}: median time per search, the speed
+  ratio, and whether its top single equals ours.
+
+Every computation runs on one thread (BLAS, OpenMP, FAISS, torch) on both sides; the gRPC
+server may use the machine's cores through its worker threads. `--quick` (M up to 10^4)
+finishes in a few minutes; its last line is one JSON object of key figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import _reference_env as ref_env  # noqa: E402  (bench/ is on sys.path when run as a script)
+import numpy as np  # noqa: E402
+
+D, K, GAMMA = 10, 100, 0.1
+SEED = 0
+FULL_SIZES = (100, 1_000, 10_000, 100_000, 1_000_000)
+QUICK_SIZES = (100, 1_000, 10_000)
+REFERENCE_SIZES = (100, 1_000)
+GRPC_MAX_SIZE = 10_000
+LATENCY_QUERIES = 200
+EXACT_QUERIES = {100: 100, 1_000: 100, 10_000: 100, 100_000: 30, 1_000_000: 8}
+REFERENCE_QUERIES = {100: 10, 1_000: 5}
+GRPC_SECONDS = 5.0
+GRPC_CONCURRENCY = 8
+BUILD_CHUNK = 20_000
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Market:
+    z: np.ndarray  # float32 [M, K, D]
+    beta: np.ndarray  # float64 [M, K]
+    centres: np.ndarray
+    scales: np.ndarray
+
+
+def make_market(m: int, seed: int = SEED) -> Market:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 1.0, (m, D))
+    scales = rng.uniform(0.5, 1.5, m)
+    z = np.empty((m, K, D), dtype=np.float32)
+    for start in range(0, m, 50_000):
+        stop = min(m, start + 50_000)
+        noise = rng.standard_normal((stop - start, K, D), dtype=np.float32)
+        z[start:stop] = centres[start:stop, None, :] + scales[start:stop, None, None] * noise
+    beta = rng.dirichlet(np.full(K, 5.0), m)
+    return Market(z, beta, centres, scales)
+
+
+def make_queries(
+    market: Market, m: int, count: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(z float64 [K, D], beta [K]) for `count` users of the first m learnwares."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for q in range(count):
+        i, j = rng.integers(m, size=2)
+        if q % 2 == 0:
+            z = market.centres[i] + market.scales[i] * rng.standard_normal((K, D))
+        else:
+            half = K // 2
+            z = np.concatenate(
+                [
+                    market.centres[i] + market.scales[i] * rng.standard_normal((half, D)),
+                    market.centres[j] + market.scales[j] * rng.standard_normal((K - half, D)),
+                ]
+            )
+        queries.append((z, np.full(K, 1.0 / K)))
+    return queries
+
+
+# --- ours ------------------------------------------------------------------------------------
+
+
+def build_index(market: Market, m: int) -> tuple[Any, float, int]:
+    from lwdock.rkme.spec import RKMESpec
+    from search_service.index import LearnwareEntry, SearchIndex
+    from search_service.semantic import SemanticRecord
+
+    index = SearchIndex()
+    record = SemanticRecord(data_type="Table", task="Classification", name="bench")
+    before = _rss_bytes()
+    started = time.perf_counter()
+    for start in range(0, m, BUILD_CHUNK):
+        stop = min(m, start + BUILD_CHUNK)
+        index.upsert_many(
+            [
+                LearnwareEntry(
+                    f"lw-{i:08d}",
+                    record,
+                    (RKMESpec(z=market.z[i], beta=market.beta[i], gamma=GAMMA),),
+                )
+                for i in range(start, stop)
+            ]
+        )
+    return index, time.perf_counter() - started, _rss_bytes() - before
+
+
+def exact_ranking(market: Market, m: int, z: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Indices of the first m learnwares by exact squared MMD to (z, beta), best first."""
+    from lwdock.rkme.kernel import gaussian_kernel
+
+    user_self = float(beta @ gaussian_kernel(z, z, GAMMA) @ beta)
+    distances = np.empty(m)
+    chunk = 2_000
+    for start in range(0, m, chunk):
+        stop = min(m, start + chunk)
+        zs = market.z[start:stop].astype(np.float64)
+        bs = market.beta[start:stop]
+        cross = (beta @ gaussian_kernel(z, zs.reshape(-1, D), GAMMA)).reshape(stop - start, K)
+        cross = (cross * bs).sum(axis=1)
+        selfs = np.einsum(
+            "bk,bkj,bj->b",
+            bs,
+            np.exp(
+                -GAMMA
+                * (
+                    np.einsum("bkd,bkd->bk", zs, zs)[:, :, None]
+                    - 2.0 * np.einsum("bkd,bjd->bkj", zs, zs)
+                    + np.einsum("bkd,bkd->bk", zs, zs)[:, None, :]
+                )
+            ),
+            bs,
+        )
+        distances[start:stop] = selfs - 2.0 * cross + user_self
+    return np.argsort(distances, kind="stable")
+
+
+@dataclass
+class Row:
+    m: int
+    build_s: float
+    index_bytes_per_learnware: float
+    rss_bytes_per_learnware: float
+    index_type: str
+    p50_ms: float
+    p99_ms: float
+    p50_singles_ms: float
+    p99_singles_ms: float
+    top1: float
+    recall10: float
+    exact_queries: int
+    grpc_qps: float | None = None
+    grpc_p50_ms: float | None = None
+    reference_ms: float | None = None
+    reference_top1_match: float | None = None
+    reference_mixture_match: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        return self.reference_ms / self.p50_ms if self.reference_ms else None
+
+
+def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
+    from lwdock.rkme.spec import RKMESpec
+    from search_service.index import SearchRequest
+
+    _log(f"M={m}: building the index ...")
+    index, build_s, rss = build_index(market, m)
+    (partition,) = index.partitions.values()
+    queries = make_queries(market, m, LATENCY_QUERIES, seed=m)
+    specs = [RKMESpec(z=z, beta=b, gamma=GAMMA) for z, b in queries]
+    index.search(SearchRequest(spec=specs[0]))  # warm-up (feature cache, FAISS)
+
+    def timed(max_mixture: int) -> tuple[list[float], list[Any]]:
+        times, results = [], []
+        for spec in specs:
+            started = time.perf_counter()
+            result = index.search(SearchRequest(spec=spec, page_size=10, max_mixture=max_mixture))
+            times.append(time.perf_counter() - started)
+            results.append(result)
+        return times, results
+
+    _log(f"M={m}: {LATENCY_QUERIES} searches ...")
+    full_times, full_results = timed(5)
+    single_times, _ = timed(1)
+
+    exact_count = min(EXACT_QUERIES[m], LATENCY_QUERIES)
+    _log(f"M={m}: exact rankings of {exact_count} queries ...")
+    top1 = recall = 0.0
+    for q in range(exact_count):
+        truth = exact_ranking(market, m, *queries[q])[:10]
+        ours = [int(hit.learnware_id[3:]) for hit in full_results[q].singles[:10]]
+        top1 += float(ours[0] == truth[0])
+        recall += len(set(ours) & set(truth.tolist())) / 10
+    row = Row(
+        m=m,
+        build_s=build_s,
+        index_bytes_per_learnware=partition.memory_bytes / m,
+        rss_bytes_per_learnware=rss / m,
+        index_type=partition.index_type,
+        p50_ms=1e3 * float(np.median(full_times)),
+        p99_ms=1e3 * float(np.percentile(full_times, 99)),
+        p50_singles_ms=1e3 * float(np.median(single_times)),
+        p99_singles_ms=1e3 * float(np.percentile(single_times, 99)),
+        top1=top1 / exact_count,
+        recall10=recall / exact_count,
+        exact_queries=exact_count,
+    )
+    if m <= GRPC_MAX_SIZE:
+        _log(f"M={m}: gRPC for {GRPC_SECONDS:.0f} s ...")
+        row.grpc_qps, row.grpc_p50_ms = asyncio.run(grpc_throughput(index, specs, work))
+    if m in REFERENCE_SIZES:
+        _log(f"M={m}: the reference ...")
+        reference_vs_ours(market, m, queries, full_results, work, row)
+    return row
+
+
+# --- gRPC ------------------------------------------------------------------------------------
+
+
+async def grpc_throughput(index: Any, specs: list[Any], work: Path) -> tuple[float, float]:
+    """Searches/s and the median latency of a client process with GRPC_CONCURRENCY calls in
+    flight against the real servicer on loopback."""
+    import grpc
+
+    from lwdock.converters import rkme_to_proto
+    from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
+    from lwdock.server.bootstrap import ServiceApp, start
+    from lwdock.settings import Settings
+    from search_service.servicer import SearchServicer
+
+    requests = work / "grpc-requests.bin"
+    with requests.open("wb") as out:
+        for spec in specs:
+            message = search_service_pb2.SearchLearnwaresRequest(page_size=10)
+            message.statistical_specification.rkme.CopyFrom(rkme_to_proto(spec))
+            data = message.SerializeToString()
+            out.write(len(data).to_bytes(4, "little") + data)
+
+    def register(server: grpc.aio.Server) -> None:
+        search_service_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(index), server)
+
+    settings = Settings(home=work, port=0, drain_delay_s=0.0, grace_s=1.0)
+    app = ServiceApp(name="search", services=["lwdock.search.v1.SearchService"], register=register)
+    handle = await start(app, settings)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--grpc-client",
+            handle.address,
+            str(requests),
+            stdout=subprocess.PIPE,
+        )
+        output, _ = await process.communicate()
+    finally:
+        await handle.stop(settings)
+    result = json.loads(output)
+    return float(result["qps"]), float(result["p50_ms"])
+
+
+async def grpc_client(address: str, requests_path: Path) -> dict[str, float]:
+    import grpc
+
+    from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
+
+    data = requests_path.read_bytes()
+    messages = []
+    offset = 0
+    while offset < len(data):
+        size = int.from_bytes(data[offset : offset + 4], "little")
+        messages.append(
+            search_service_pb2.SearchLearnwaresRequest.FromString(
+                data[offset + 4 : offset + 4 + size]
+            )
+        )
+        offset += 4 + size
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    ) as channel:
+        stub = search_service_pb2_grpc.SearchServiceStub(channel)
+        await stub.SearchLearnwares(messages[0], timeout=30)  # connect and warm up
+        deadline = time.perf_counter() + GRPC_SECONDS
+
+        async def loop(worker: int) -> None:
+            i = worker
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                await stub.SearchLearnwares(messages[i % len(messages)], timeout=30)
+                latencies.append(time.perf_counter() - started)
+                i += GRPC_CONCURRENCY
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(w) for w in range(GRPC_CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return {"qps": len(latencies) / elapsed, "p50_ms": 1e3 * float(np.median(latencies))}
+
+
+# --- the reference ---------------------------------------------------------------------------
+
+
+def reference_vs_ours(
+    market: Market,
+    m: int,
+    queries: list[tuple[np.ndarray, np.ndarray]],
+    ours: list[Any],
+    work: Path,
+    row: Row,
+) -> None:
+    count = REFERENCE_QUERIES[m]
+    data = work / f"reference-{m}.npz"
+    np.savez(
+        data,
+        z=market.z[:m],
+        beta=market.beta[:m],
+        qz=np.stack([z for z, _ in queries[:count]]),
+        qbeta=np.stack([b for _, b in queries[:count]]),
+    )
+    script = Path(__file__).resolve()
+    done = subprocess.run(
+        [str(ref_env.venv_python()), str(script), "--reference-worker", str(data)],
+        capture_output=True,
+        text=True,
+        env=ref_env.single_thread_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference worker failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    row.reference_ms = 1e3 * float(np.median(result["seconds"]))
+    row.reference_top1_match = float(
+        np.mean([ours[q].singles[0].learnware_id == result["top1"][q] for q in range(count)])
+    )
+    matches = []
+    for q in range(count):
+        theirs = set(result["mixture"][q])
+        mine = set(ours[q].mixture.learnware_ids) if ours[q].mixture else set()
+        matches.append(float(theirs == mine))
+    row.reference_mixture_match = float(np.mean(matches))
+
+
+def reference_worker(data_path: Path) -> None:
+    """Runs in the reference venv: EasyStatSearcher over the learnwares, per query."""
+    import logging
+
+    import torch
+    from learnware.learnware import Learnware
+    from learnware.market.base import BaseUserInfo
+    from learnware.market.easy.searcher import EasyStatSearcher
+    from learnware.specification import RKMETableSpecification, Specification
+
+    ref_env._limit_threads()
+    logging.disable(logging.CRITICAL)
+
+    def rkme(z: np.ndarray, beta: np.ndarray) -> Any:
+        spec = RKMETableSpecification(gamma=GAMMA)
+        spec.z = torch.from_numpy(np.asarray(z, dtype=np.float64))
+        spec.beta = torch.from_numpy(np.asarray(beta, dtype=np.float64))
+        spec.num_points = len(beta)
+        return spec
+
+    data = np.load(data_path)
+    learnwares = [
+        Learnware(
+            f"lw-{i:08d}",
+            None,
+            Specification(stat_spec={"RKMETableSpecification": rkme(z, b)}),
+            "",
+        )
+        for i, (z, b) in enumerate(zip(data["z"], data["beta"], strict=True))
+    ]
+    searcher = EasyStatSearcher(None)
+    seconds, top1, mixtures = [], [], []
+    for qz, qb in zip(data["qz"], data["qbeta"], strict=True):
+        user = BaseUserInfo(stat_info={"RKMETableSpecification": rkme(qz, qb)})
+        started = time.perf_counter()
+        result = searcher(learnwares, user, max_search_num=5, search_method="greedy")
+        seconds.append(time.perf_counter() - started)
+        top1.append(result.get_single_results()[0].learnware.id)
+        multiple = result.get_multiple_results()
+        mixtures.append([lw.id for lw in multiple[0].learnwares] if multiple else [])
+    print(json.dumps({"seconds": seconds, "top1": top1, "mixture": mixtures}))
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def report(rows: list[Row], versions: dict[str, Any], elapsed: float, command: str) -> None:
+    print(f"# search benchmark: `{command}`")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, one BLAS/OpenMP/FAISS thread; reference "
+        f"learnware {versions.get('learnware')} (torch {versions.get('torch')}); "
+        f"d={D}, K={K}, gamma={GAMMA}; {elapsed:.0f} s in all.\n"
+    )
+    print(
+        "| M | index | build s | index B/lw | RSS B/lw | p50 ms | p99 ms | p50 singles ms "
+        "| top-1 | recall@10 | exact queries | gRPC /s | gRPC p50 ms | reference ms | "
+        "speed ratio | ref top-1 same | ref mixture same |"
+    )
+    print("|" + "---|" * 17)
+    for r in rows:
+        print(
+            f"| {r.m:,} | {r.index_type} | {r.build_s:.1f} | {r.index_bytes_per_learnware:,.0f} "
+            f"| {r.rss_bytes_per_learnware:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.p50_singles_ms:.2f} | {r.top1:.3f} | {r.recall10:.3f} | {r.exact_queries} "
+            f"| {_fmt(r.grpc_qps, '{:.0f}')} | {_fmt(r.grpc_p50_ms)} | {_fmt(r.reference_ms, '{:.0f}')} "
+            f"| {_fmt(r.speedup, '{:.0f}x')} | {_fmt(r.reference_top1_match)} "
+            f"| {_fmt(r.reference_mixture_match)} |"
+        )
+    by_m = {str(r.m): r for r in rows}
+    with_reference = [r for r in rows if r.reference_ms]
+    largest = max(with_reference, key=lambda r: r.m) if with_reference else None
+    grpc_rows = [r for r in rows if r.grpc_qps is not None]
+    summary = {
+        "top1_agreement": {m: round(r.top1, 4) for m, r in by_m.items()},
+        "recall_at_10": {m: round(r.recall10, 4) for m, r in by_m.items()},
+        "p50_ms": {m: round(r.p50_ms, 3) for m, r in by_m.items()},
+        "p99_ms": {m: round(r.p99_ms, 3) for m, r in by_m.items()},
+        "p50_singles_ms": {m: round(r.p50_singles_ms, 3) for m, r in by_m.items()},
+        "build_s": {m: round(r.build_s, 2) for m, r in by_m.items()},
+        "index_bytes_per_learnware": {
+            m: round(r.index_bytes_per_learnware) for m, r in by_m.items()
+        },
+        "grpc_qps": round(max(grpc_rows, key=lambda r: r.m).grpc_qps or 0.0, 1)
+        if grpc_rows
+        else None,
+        "grpc_qps_m": max(grpc_rows, key=lambda r: r.m).m if grpc_rows else None,
+        "speedup_vs_reference": round(largest.speedup or 0.0, 1) if largest else None,
+        "speedup_m": largest.m if largest else None,
+        "reference_ms": {str(r.m): round(r.reference_ms or 0.0, 1) for r in with_reference},
+    }
+    print()
+    print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="M up to 10^4 (a few minutes)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="market sizes (overrides --quick)")
+    parser.add_argument("--grpc-client", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--reference-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.grpc_client:
+        address, path = args.grpc_client
+        print(json.dumps(asyncio.run(grpc_client(address, Path(path)))))
+        return 0
+    if args.reference_worker:
+        reference_worker(Path(args.reference_worker))
+        return 0
+
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    sizes = tuple(args.sizes) if args.sizes else QUICK_SIZES if args.quick else FULL_SIZES
+    for m in sizes:
+        EXACT_QUERIES.setdefault(m, 20)
+    command = "python bench/search.py" + (" --quick" if args.quick else "")
+    if args.sizes:
+        command += " --sizes " + " ".join(str(m) for m in sizes)
+    started = time.perf_counter()
+    versions = ref_env.ensure_venv(_log) if set(sizes) & set(REFERENCE_SIZES) else {}
+    _log(f"generating {max(sizes):,} learnwares ...")
+    market = make_market(max(sizes))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lwdock-search-bench-") as work:
+        for m in sorted(sizes):
+            rows.append(run_size(market, m, Path(work), args.quick))
+    report(rows, versions, time.perf_counter() - started, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
