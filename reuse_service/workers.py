@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -75,6 +76,19 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+F_SETPIPE_SZ = 1031  # Linux fcntl
+PIPE_BYTES = 1 << 20
+
+
+def _widen_pipe(stream: object) -> None:
+    """1 MiB pipe buffers instead of 64 KiB: arrays cross in fewer wake-ups."""
+    transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)
+    pipe = transport.get_extra_info("pipe") if transport is not None else None
+    if pipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+
+
 @dataclass
 class SandboxWorker:
     spec: WorkerSpec
@@ -108,6 +122,8 @@ class SandboxWorker:
             start_new_session=self.spec.new_session,
         )
         self._stderr_task = asyncio.create_task(self._drain_stderr())
+        for pipe in (self.process.stdin, self.process.stdout):
+            _widen_pipe(pipe)
         try:
             reply = await self._exchange(timeout_s, self.spec.init, None, stage="load")
         except BaseException:
