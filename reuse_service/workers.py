@@ -156,6 +156,11 @@ class SandboxWorker:
                 f"learnware {self.spec.learnware} did not finish {stage} within {timeout_s:.1f} s;"
                 " its sandbox was stopped"
             ) from None
+        except asyncio.CancelledError:
+            # The caller went away mid-call: the worker's reply would be read by the next
+            # call as its own. Never reuse it.
+            self._signal_kill("cancelled")
+            raise
         except (EOFError, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             code = await self._wait_exit()
             await self.kill("died")
@@ -223,9 +228,10 @@ class SandboxWorker:
                 self.spec.learnware, f"learnware {self.spec.learnware} sent a bad array: {exc}"
             ) from None
 
-    async def kill(self, reason: str) -> None:
+    def _signal_kill(self, reason: str) -> bool:
+        """Mark dead and SIGKILL at once (no waiting); False if it was dead already."""
         if self.dead:
-            return
+            return False
         self.dead = True
         metrics.WORKER_KILLS.labels(reason).inc()
         process = self.process
@@ -235,6 +241,13 @@ class SandboxWorker:
                     os.killpg(process.pid, signal.SIGKILL)
                 else:
                     process.kill()
+        return True
+
+    async def kill(self, reason: str) -> None:
+        if not self._signal_kill(reason):
+            return
+        process = self.process
+        if process is not None and process.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 5.0)
         if self._stderr_task is not None:

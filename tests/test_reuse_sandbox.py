@@ -352,3 +352,19 @@ async def test_pool_keeps_at_most_max_workers_lru(engine: ReuseEngine, good: tup
         np.testing.assert_allclose(await small.run(good[0], X, 30.0), good[1])  # cold again
     finally:
         await small.pool.close()
+
+
+async def test_a_call_abandoned_mid_predict_never_leaks_its_reply(engine: ReuseEngine) -> None:
+    body = """
+    if X[0, 0] > 1e9:
+        time.sleep(3)
+    return X[:, 0]
+    """
+    slow = member(engine, "learnwares/slow", make_package(hostile_model(body)))
+    np.testing.assert_allclose(await engine.run(slow, X, TIGHT.call_timeout_s), X[:, 0])
+    boom = X.copy()
+    boom[0, 0] = 1e10
+    with pytest.raises(TimeoutError):  # the caller's own deadline, e.g. a cancelled RPC
+        await asyncio.wait_for(engine.run(slow, boom, TIGHT.call_timeout_s), 0.5)
+    # The next call gets its own answer from a fresh worker, not the abandoned call's.
+    np.testing.assert_allclose(await engine.run(slow, X, TIGHT.call_timeout_s), X[:, 0])
