@@ -5,7 +5,6 @@ by every strategy; outputs compared with the same models computed directly in th
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -332,7 +331,7 @@ async def test_hostile_learnwares_fail_clearly_and_the_service_keeps_serving(wor
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # a socket to the service's own port
         await predict(world, boom, "caller")
     assert caught.value.code() == grpc.StatusCode.INTERNAL
-    assert "create_connection" in caught.value.details() or "Error" in caught.value.details()
+    assert "predict: ConnectionRefusedError" in caught.value.details()  # its own empty network
 
     # In a combination, a failing member is reported and the others still count.
     reply = await predict(world, boom, "fragile", "west")
@@ -361,4 +360,3 @@ async def test_hostile_learnwares_fail_clearly_and_the_service_keeps_serving(wor
     info = await world.stub.GetRuntimeInfo(S.GetRuntimeInfoRequest(), timeout=10)
     assert info.sandbox_available and R.REUSE_STRATEGY_JOB_SELECTOR in info.strategies
     assert any(p.startswith("scikit-learn==") for p in info.runtimes[0].packages)
-    assert json.loads(json.dumps(list(info.strategies)))
