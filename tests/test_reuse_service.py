@@ -152,6 +152,14 @@ async def test_checks_pass_and_the_reference_fixture_predicts_exactly(world: Wor
         registry_pb.GetCheckReportRequest(name=f"{lw.name}/checkReport")
     )
     assert report.passed and "herded from the spec" in report.log and "random rows" in report.log
+    # Asked by name only, reuse fetches the package from the registry itself.
+    again = await world.stub.CheckLearnware(
+        S.CheckLearnwareRequest(
+            learnware=lw.name, semantic_specification=lw.semantic_specification
+        ),
+        timeout=60,
+    )
+    assert again.passed, again.reason
 
     x = np.load(FIXTURES / "digits_classes0to4_first100.npy")
     expected = np.load(FIXTURES / "digits_classes0to4_first100_pred.npy")
