@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
 from lwdock.errors import FailedPrecondition, InvalidArgument, PreconditionViolation
 from lwdock.package.validate import ValidatedPackage, validate_package
 from lwdock.package.zipsafe import open_zip
@@ -26,7 +23,14 @@ from lwdock.semantic.checker import Semantic
 IGNORED_REQUIREMENTS = frozenset(
     {"python", "pip", "setuptools", "wheel", "learnware", "conda", "_libgcc_mutex", "libgcc"}
 )
-_CONDA_SPLIT = re.compile(r"[=<>!~ ]")
+# The distribution name at the start of a pip (PEP 508) or conda (`name=1.2`, `channel::name`)
+# requirement line.
+_NAME = re.compile(r"^(?:[A-Za-z0-9_.-]+::)?([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503 normalisation: runs of -, _ and . become one -, lower case."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,10 @@ def requirement_name(line: str) -> str | None:
     text = line.split(";", 1)[0].strip()
     if not text or text.startswith(("-", "#")) or "://" in text:
         return None
-    try:
-        name = Requirement(text).name
-    except InvalidRequirement:
-        name = _CONDA_SPLIT.split(text, 1)[0].split("::")[-1]
-    name = canonicalize_name(name)
+    match = _NAME.match(text)
+    if match is None:
+        return None
+    name = canonicalize_name(match.group(1))
     return None if not name or name in IGNORED_REQUIREMENTS else name
 
 
