@@ -53,6 +53,9 @@ REFERENCE_SIZES = (100, 1_000)
 GRPC_MAX_SIZE = 10_000
 LATENCY_QUERIES = 200
 EXACT_QUERIES = {100: 100, 1_000: 100, 10_000: 100, 100_000: 30, 1_000_000: 8}
+QUICK_LATENCY_QUERIES = 100
+QUICK_EXACT_QUERIES = {100: 100, 1_000: 100, 10_000: 50}
+QUICK_GRPC_SECONDS = 3.0
 REFERENCE_QUERIES = {100: 10, 1_000: 5}
 GRPC_SECONDS = 5.0
 GRPC_CONCURRENCY = 8
@@ -144,8 +147,25 @@ def build_index(market: Market, m: int) -> tuple[Any, float, int]:
     return index, time.perf_counter() - started, _rss_bytes() - before
 
 
-def exact_ranking(market: Market, m: int, z: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """Indices of the first m learnwares by exact squared MMD to (z, beta), best first."""
+def self_products(market: Market, m: int) -> np.ndarray:
+    """<l, l> of the first m learnwares, float64, by the Gaussian kernel directly."""
+    out = np.empty(m)
+    chunk = 500
+    for start in range(0, m, chunk):
+        stop = min(m, start + chunk)
+        zs = market.z[start:stop].astype(np.float64)
+        bs = market.beta[start:stop]
+        norms = np.einsum("bkd,bkd->bk", zs, zs)
+        sq = norms[:, :, None] - 2.0 * np.einsum("bkd,bjd->bkj", zs, zs) + norms[:, None, :]
+        out[start:stop] = np.einsum("bk,bkj,bj->b", bs, np.exp(-GAMMA * sq), bs)
+    return out
+
+
+def exact_ranking(
+    market: Market, m: int, selfs: np.ndarray, z: np.ndarray, beta: np.ndarray
+) -> np.ndarray:
+    """Indices of the first m learnwares by exact squared MMD to (z, beta), best first:
+    <l, l> - 2 <l, u> + <u, u> in float64, every kernel value computed."""
     from lwdock.rkme.kernel import gaussian_kernel
 
     user_self = float(beta @ gaussian_kernel(z, z, GAMMA) @ beta)
@@ -153,24 +173,10 @@ def exact_ranking(market: Market, m: int, z: np.ndarray, beta: np.ndarray) -> np
     chunk = 2_000
     for start in range(0, m, chunk):
         stop = min(m, start + chunk)
-        zs = market.z[start:stop].astype(np.float64)
-        bs = market.beta[start:stop]
-        cross = (beta @ gaussian_kernel(z, zs.reshape(-1, D), GAMMA)).reshape(stop - start, K)
-        cross = (cross * bs).sum(axis=1)
-        selfs = np.einsum(
-            "bk,bkj,bj->b",
-            bs,
-            np.exp(
-                -GAMMA
-                * (
-                    np.einsum("bkd,bkd->bk", zs, zs)[:, :, None]
-                    - 2.0 * np.einsum("bkd,bjd->bkj", zs, zs)
-                    + np.einsum("bkd,bkd->bk", zs, zs)[:, None, :]
-                )
-            ),
-            bs,
-        )
-        distances[start:stop] = selfs - 2.0 * cross + user_self
+        zs = market.z[start:stop].astype(np.float64).reshape(-1, D)
+        cross = (beta @ gaussian_kernel(z, zs, GAMMA)).reshape(stop - start, K)
+        cross = (cross * market.beta[start:stop]).sum(axis=1)
+        distances[start:stop] = selfs[start:stop] - 2.0 * cross + user_self
     return np.argsort(distances, kind="stable")
 
 
@@ -207,7 +213,8 @@ def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
     _log(f"M={m}: building the index ...")
     index, build_s, rss = build_index(market, m)
     (partition,) = index.partitions.values()
-    queries = make_queries(market, m, LATENCY_QUERIES, seed=m)
+    latency_queries = QUICK_LATENCY_QUERIES if quick else LATENCY_QUERIES
+    queries = make_queries(market, m, latency_queries, seed=m)
     specs = [RKMESpec(z=z, beta=b, gamma=GAMMA) for z, b in queries]
     index.search(SearchRequest(spec=specs[0]))  # warm-up (feature cache, FAISS)
 
@@ -220,15 +227,16 @@ def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
             results.append(result)
         return times, results
 
-    _log(f"M={m}: {LATENCY_QUERIES} searches ...")
+    _log(f"M={m}: {latency_queries} searches ...")
     full_times, full_results = timed(5)
     single_times, _ = timed(1)
 
-    exact_count = min(EXACT_QUERIES[m], LATENCY_QUERIES)
+    exact_count = min((QUICK_EXACT_QUERIES if quick else EXACT_QUERIES)[m], latency_queries)
     _log(f"M={m}: exact rankings of {exact_count} queries ...")
     top1 = recall = 0.0
+    selfs = self_products(market, m)
     for q in range(exact_count):
-        truth = exact_ranking(market, m, *queries[q])[:10]
+        truth = exact_ranking(market, m, selfs, *queries[q])[:10]
         ours = [int(hit.learnware_id[3:]) for hit in full_results[q].singles[:10]]
         top1 += float(ours[0] == truth[0])
         recall += len(set(ours) & set(truth.tolist())) / 10
@@ -247,8 +255,12 @@ def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
         exact_queries=exact_count,
     )
     if m <= GRPC_MAX_SIZE:
-        _log(f"M={m}: gRPC for {GRPC_SECONDS:.0f} s ...")
-        row.grpc_qps, row.grpc_p50_ms = asyncio.run(grpc_throughput(index, specs, work))
+        seconds = QUICK_GRPC_SECONDS if quick else GRPC_SECONDS
+        _log(f"M={m}: gRPC for 2 x {seconds:.0f} s ...")
+        row.grpc_qps, row.grpc_p50_ms = asyncio.run(grpc_throughput(index, specs, work, 5, seconds))
+        row.extra["grpc_qps_singles"], _ = asyncio.run(
+            grpc_throughput(index, specs, work, 1, seconds)
+        )
     if m in REFERENCE_SIZES:
         _log(f"M={m}: the reference ...")
         reference_vs_ours(market, m, queries, full_results, work, row)
@@ -258,7 +270,9 @@ def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
 # --- gRPC ------------------------------------------------------------------------------------
 
 
-async def grpc_throughput(index: Any, specs: list[Any], work: Path) -> tuple[float, float]:
+async def grpc_throughput(
+    index: Any, specs: list[Any], work: Path, max_mixture: int, seconds: float
+) -> tuple[float, float]:
     """Searches/s and the median latency of a client process with GRPC_CONCURRENCY calls in
     flight against the real servicer on loopback."""
     import grpc
@@ -272,7 +286,9 @@ async def grpc_throughput(index: Any, specs: list[Any], work: Path) -> tuple[flo
     requests = work / "grpc-requests.bin"
     with requests.open("wb") as out:
         for spec in specs:
-            message = search_service_pb2.SearchLearnwaresRequest(page_size=10)
+            message = search_service_pb2.SearchLearnwaresRequest(
+                page_size=10, max_mixture=max_mixture
+            )
             message.statistical_specification.rkme.CopyFrom(rkme_to_proto(spec))
             data = message.SerializeToString()
             out.write(len(data).to_bytes(4, "little") + data)
@@ -290,6 +306,7 @@ async def grpc_throughput(index: Any, specs: list[Any], work: Path) -> tuple[flo
             "--grpc-client",
             handle.address,
             str(requests),
+            str(seconds),
             stdout=subprocess.PIPE,
         )
         output, _ = await process.communicate()
@@ -299,12 +316,11 @@ async def grpc_throughput(index: Any, specs: list[Any], work: Path) -> tuple[flo
     return float(result["qps"]), float(result["p50_ms"])
 
 
-async def grpc_client(address: str, requests_path: Path) -> dict[str, float]:
+async def grpc_client(address: str, data: bytes, seconds: float) -> dict[str, float]:
     import grpc
 
     from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
 
-    data = requests_path.read_bytes()
     messages = []
     offset = 0
     while offset < len(data):
@@ -321,7 +337,7 @@ async def grpc_client(address: str, requests_path: Path) -> dict[str, float]:
     ) as channel:
         stub = search_service_pb2_grpc.SearchServiceStub(channel)
         await stub.SearchLearnwares(messages[0], timeout=30)  # connect and warm up
-        deadline = time.perf_counter() + GRPC_SECONDS
+        deadline = time.perf_counter() + seconds
 
         async def loop(worker: int) -> None:
             i = worker
@@ -436,20 +452,24 @@ def report(rows: list[Row], versions: dict[str, Any], elapsed: float, command: s
         f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, one BLAS/OpenMP/FAISS thread; reference "
         f"learnware {versions.get('learnware')} (torch {versions.get('torch')}); "
-        f"d={D}, K={K}, gamma={GAMMA}; {elapsed:.0f} s in all.\n"
+        f"d={D}, K={K}, gamma={GAMMA}; {elapsed:.0f} s in all; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (a machine shared with other work).\n"
     )
     print(
         "| M | index | build s | index B/lw | RSS B/lw | p50 ms | p99 ms | p50 singles ms "
-        "| top-1 | recall@10 | exact queries | gRPC /s | gRPC p50 ms | reference ms | "
+        "| top-1 | recall@10 | exact queries | gRPC /s | gRPC p50 ms | gRPC singles /s "
+        "| reference ms | "
         "speed ratio | ref top-1 same | ref mixture same |"
     )
-    print("|" + "---|" * 17)
+    print("|" + "---|" * 18)
     for r in rows:
         print(
             f"| {r.m:,} | {r.index_type} | {r.build_s:.1f} | {r.index_bytes_per_learnware:,.0f} "
             f"| {r.rss_bytes_per_learnware:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
             f"| {r.p50_singles_ms:.2f} | {r.top1:.3f} | {r.recall10:.3f} | {r.exact_queries} "
-            f"| {_fmt(r.grpc_qps, '{:.0f}')} | {_fmt(r.grpc_p50_ms)} | {_fmt(r.reference_ms, '{:.0f}')} "
+            f"| {_fmt(r.grpc_qps, '{:.0f}')} | {_fmt(r.grpc_p50_ms)} "
+            f"| {_fmt(r.extra.get('grpc_qps_singles'), '{:.0f}')} "
+            f"| {_fmt(r.reference_ms, '{:.0f}')} "
             f"| {_fmt(r.speedup, '{:.0f}x')} | {_fmt(r.reference_top1_match)} "
             f"| {_fmt(r.reference_mixture_match)} |"
         )
@@ -471,6 +491,9 @@ def report(rows: list[Row], versions: dict[str, Any], elapsed: float, command: s
         if grpc_rows
         else None,
         "grpc_qps_m": max(grpc_rows, key=lambda r: r.m).m if grpc_rows else None,
+        "grpc_qps_singles": round(max(grpc_rows, key=lambda r: r.m).extra["grpc_qps_singles"], 1)
+        if grpc_rows
+        else None,
         "speedup_vs_reference": round(largest.speedup or 0.0, 1) if largest else None,
         "speedup_m": largest.m if largest else None,
         "reference_ms": {str(r.m): round(r.reference_ms or 0.0, 1) for r in with_reference},
@@ -483,12 +506,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="M up to 10^4 (a few minutes)")
     parser.add_argument("--sizes", type=int, nargs="+", help="market sizes (overrides --quick)")
-    parser.add_argument("--grpc-client", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--grpc-client", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--reference-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.grpc_client:
-        address, path = args.grpc_client
-        print(json.dumps(asyncio.run(grpc_client(address, Path(path)))))
+        address, path, seconds = args.grpc_client
+        data = Path(path).read_bytes()
+        print(json.dumps(asyncio.run(grpc_client(address, data, float(seconds)))))
         return 0
     if args.reference_worker:
         reference_worker(Path(args.reference_worker))
@@ -500,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = tuple(args.sizes) if args.sizes else QUICK_SIZES if args.quick else FULL_SIZES
     for m in sizes:
         EXACT_QUERIES.setdefault(m, 20)
+        QUICK_EXACT_QUERIES.setdefault(m, 20)
     command = "python bench/search.py" + (" --quick" if args.quick else "")
     if args.sizes:
         command += " --sizes " + " ".join(str(m) for m in sizes)

@@ -174,6 +174,25 @@ class SearchIndex:
                 self._upsert_many([entry])
             self.last_sequence = sequence
 
+    def apply_many(self, changes: Sequence[tuple[int, str, LearnwareEntry | None]]) -> None:
+        """`apply` for a batch in feed order; runs of ACTIVE learnwares are embedded together."""
+        with self.lock.writing():
+            run: list[LearnwareEntry] = []
+            for sequence, learnware_id, entry in changes:
+                if sequence <= self.last_sequence:
+                    continue
+                if entry is not None:
+                    run.append(entry)
+                else:
+                    if run:
+                        self._upsert_many(run)
+                        run = []
+                    if self._remove(learnware_id):
+                        self.changes += 1
+                self.last_sequence = sequence
+            if run:
+                self._upsert_many(run)
+
     # -- search -------------------------------------------------------------------------------
 
     def search(self, request: SearchRequest) -> SearchResult:

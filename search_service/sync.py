@@ -147,14 +147,16 @@ class RegistryFollower:
 
     def _apply(self, batch: list[object]) -> object | None:
         """Apply events in order; returns the end marker (or error) if the batch holds one."""
+        changes = []
+        ended: object | None = None
         for item in batch:
             if item is _END or isinstance(item, BaseException):
-                metrics.publish(self.index)
-                return item
-            sequence, learnware_id, entry = change_to_domain(item)  # type: ignore[arg-type]
-            self.index.apply(sequence, learnware_id, entry)
+                ended = item
+                break
+            changes.append(change_to_domain(item))  # type: ignore[arg-type]
+        self.index.apply_many(changes)
         metrics.publish(self.index)
-        return None
+        return ended
 
     async def _caught_up(self) -> None:
         first = self.index.synced_at is None

@@ -301,3 +301,28 @@ def test_snapshot_round_trip(market: tuple, tmp_path: Path) -> None:
     assert restored.search(SearchRequest(spec=german)).singles == []
     # Another embedding dimension is another index version: the snapshot is not used.
     assert not load_snapshot(SearchIndex(embedding_dimension=128), tmp_path)
+
+
+def test_a_batch_of_changes_equals_them_one_by_one(market: tuple) -> None:
+    specs, _ = market
+    es = entries(specs[:6])
+    moved = LearnwareEntry(es[1].learnware_id, es[1].semantic, (specs[5],))
+    changes = [
+        (1, es[0].learnware_id, es[0]),
+        (2, es[1].learnware_id, es[1]),
+        (3, es[0].learnware_id, None),
+        (4, es[2].learnware_id, es[2]),
+        (5, es[1].learnware_id, moved),
+        (6, es[3].learnware_id, es[3]),
+        (2, es[4].learnware_id, es[4]),  # already applied: ignored
+    ]
+    batched, single = SearchIndex(), SearchIndex()
+    batched.apply_many(changes)
+    for change in changes:
+        single.apply(*change)
+    assert batched.last_sequence == single.last_sequence == 6
+    assert batched.records == single.records and batched.placement == single.placement
+    assert set(batched.records) == {es[i].learnware_id for i in (1, 2, 3)}
+    request = SearchRequest(spec=specs[5], page_size=3)
+    assert batched.search(request).singles == single.search(request).singles
+    assert batched.search(request).singles[0].learnware_id == es[1].learnware_id
