@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     # Token auth: a JSON file of sha256(token) -> {principal, role}; None = no tokens known.
     tokens_file: Path | None = None
+    # The bearer token this service presents when it calls another one (registry -> reuse
+    # checks, search -> registry change feed, reuse -> registry packages); None = anonymous.
+    service_token: str | None = None
     # Calls without a token run as "anonymous" (reads in development); off = UNAUTHENTICATED.
     allow_anonymous: bool = True
     # Serve reflection to anonymous callers too (grpcurl without a token).

@@ -110,6 +110,9 @@ def run_suite(options: SuiteOptions) -> int:
             "LWDOCK_DATABASE_URL": database_url,
             "LWDOCK_BLOB_DIR": str(blob_dir),
             "LWDOCK_TOKENS_FILE": str(tokens_file),
+            # services call each other with the local admin token unless told otherwise
+            "LWDOCK_SERVICE_TOKEN": os.environ.get("LWDOCK_SERVICE_TOKEN")
+            or admin_token_file.read_text().strip(),
             **{f"LWDOCK_{name.upper()}_ADDRESS": addr for name, addr in addresses.items()},
         }
     )

@@ -30,6 +30,7 @@ from lwdock.channels import aio_channel
 from lwdock.errors import Aborted
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.server.context import request_scope
+from lwdock.server.status import from_rpc_error
 from registry_service.blobstore import BlobStore
 from registry_service.converters import semantic_to_proto
 from registry_service.repository import CheckJobRow, Repository
@@ -45,6 +46,14 @@ TRANSIENT_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+
+
+def _sandbox_unavailable(error: grpc.aio.AioRpcError) -> bool:
+    """reuse_service refused because its host cannot sandbox model code (FAILED_PRECONDITION
+    with reason SANDBOX_UNAVAILABLE): not the learnware's fault."""
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return False
+    return from_rpc_error(error).reason == "SANDBOX_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -193,7 +202,9 @@ class CheckWorker:
             return await self._stub().CheckLearnware(request, timeout=self.options.call_timeout_s)
         except grpc.aio.AioRpcError as exc:
             message = f"{exc.code().name}: {exc.details()}"
-            if exc.code() in TRANSIENT_CODES:
+            if exc.code() in TRANSIENT_CODES or _sandbox_unavailable(exc):
+                # (no sandbox on the checker's host: wait for one rather than reject the
+                # learnware for the host's fault)
                 # A fresh channel next time: gRPC's own reconnect backoff (up to minutes)
                 # would otherwise keep failing fast after the checker came back.
                 await self._reset_channel()

@@ -77,7 +77,7 @@ def build_app(
     blobs = make_blob_store(settings)
     service = RegistryService(repo, blobs)
     worker = (
-        CheckWorker(repo, blobs, settings.reuse_address, check_worker)
+        CheckWorker(repo, blobs, settings.reuse_address, check_worker, token=settings.service_token)
         if repo is not None and check_worker is not None
         else None
     )

@@ -42,7 +42,7 @@ def build_app(settings: Settings, limits: SandboxLimits | None = None) -> Servic
     limits = limits or limits_from_settings(settings)
     home = settings.home / "reuse"
     pool = WorkerPool(settings.reuse_max_workers)
-    registry = RegistryClient(settings.registry_address)
+    registry = RegistryClient(settings.registry_address, token=settings.service_token)
     engine = ReuseEngine(state, limits, PackageStore(home / "packages"), pool, registry)
     operations = OperationStore(domain="lwdock.reuse")
     reusers = ReuserStore(home / "reusers")

@@ -27,7 +27,11 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
     index = SearchIndex(embedding_dimension=settings.search_embedding_dimension)
     snapshot_dir = settings.resolved_search_snapshot_dir()
     follower = RegistryFollower(
-        index, settings.registry_address, snapshot_dir=snapshot_dir, options=follower_options
+        index,
+        settings.registry_address,
+        snapshot_dir=snapshot_dir,
+        options=follower_options,
+        token=settings.service_token,
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -19,12 +19,14 @@ import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
 
+from lwdock import errors
 from lwdock.common.v1 import learnware_pb2
 from lwdock.embedded_db import scratch_database
 from lwdock.registry.v1 import registry_service_pb2 as pb
 from lwdock.registry.v1 import registry_service_pb2_grpc
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, start
+from lwdock.server.status import to_grpc_status, to_status_proto
 from lwdock.settings import Settings
 from lwdock.tokens import add_token, new_token
 from registry_service.checks import CheckWorkerOptions
@@ -67,6 +69,7 @@ class ScriptedChecker(reuse_service_pb2_grpc.ReuseServiceServicer):
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[reuse_service_pb2.CheckLearnwareRequest] = []
+        self.metadata: list[dict[str, Any]] = []
 
     async def CheckLearnware(
         self,
@@ -74,6 +77,7 @@ class ScriptedChecker(reuse_service_pb2_grpc.ReuseServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> reuse_service_pb2.CheckLearnwareResponse:
         self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata() or ()))
         return await self.handler(request, context)
 
 
@@ -266,6 +270,40 @@ async def test_unreachable_checker_keeps_pending_then_activates(env: Env) -> Non
     assert active.state == ACTIVE and len(checker.requests) == 1
     done = await env.repo_call(lambda repo: repo.latest_check_job(learnware_id))
     assert done.state == JobState.DONE and done.attempts == 1
+
+
+async def test_checks_present_the_service_token(env: Env) -> None:
+    """LWDOCK_SERVICE_TOKEN is the bearer token the registry's check worker presents to
+    reuse_service (which may refuse anonymous callers)."""
+    env.settings = env.settings.model_copy(update={"service_token": "service-secret"})
+    checker = await env.checker(answer(True, log="ok"))
+    await env.start_registry()
+    lw = await env.upload()
+    await env.wait_state(lw.name, ACTIVE)
+    assert checker.metadata[0]["authorization"] == "Bearer service-secret"
+
+
+async def test_checker_without_a_sandbox_keeps_pending_instead_of_rejecting(env: Env) -> None:
+    """A reuse host that cannot sandbox model code refuses with FAILED_PRECONDITION and reason
+    SANDBOX_UNAVAILABLE: the host's fault, so the job is given back, not failed; another
+    FAILED_PRECONDITION (the learnware's fault) still rejects (test above)."""
+
+    async def no_sandbox(
+        request: reuse_service_pb2.CheckLearnwareRequest, context: grpc.aio.ServicerContext
+    ) -> reuse_service_pb2.CheckLearnwareResponse:
+        error = errors.FailedPrecondition(
+            "this host cannot sandbox model code", reason="SANDBOX_UNAVAILABLE"
+        )
+        await context.abort_with_status(to_grpc_status(to_status_proto(error, "reuse")))
+        raise AssertionError("unreachable")
+
+    await env.checker(no_sandbox)
+    await env.start_registry()
+    lw = await env.upload()
+    await _assert_waiting(env, lw.name)
+    learnware_id = lw.learnware_id
+    job = await env.repo_call(lambda repo: repo.latest_check_job(learnware_id))
+    assert job.last_error.startswith("FAILED_PRECONDITION") and job.attempts == 0
 
 
 async def test_real_reuse_service_checks_the_package_and_activates(env: Env) -> None:
