@@ -19,7 +19,9 @@ What it does, against the running suite (`make up`):
    top-1 reuse, average ensemble and job selector. Every number comes from outputs that
    reuse_service computed in its sandbox (one call per user runs every learnware and returns
    each one's output for the in-market rows).
-With `--json` the last stdout line is one JSON object with those five keys.
+With `--json` the last stdout line is one JSON object with those five keys. With `--up` the
+demo first starts the suite itself (`lwdock up` as a child process, embedded defaults), and
+after the table keeps it serving until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -382,29 +386,63 @@ def _demo(args: argparse.Namespace) -> int:
             search=args.search_address,
             reuse=args.reuse_address,
         )
+        async with AsyncLearnwareClient(endpoints, "") as probe:  # health needs no token
+            ready = await probe.wait_ready(
+                timeout_s=max(args.ready_timeout, 180.0) if args.up else args.ready_timeout
+            )
+        down = [name for name, ok in ready.items() if not ok]
+        if down:
+            _say(
+                f"lwdock demo: not SERVING: {', '.join(down)} "
+                f"({', '.join(getattr(endpoints, n) for n in down)}); start the suite "
+                "with `make up` (or `lwdock up`) first"
+            )
+            return None
+        # Only now: a suite started by --up writes the admin token at its first start.
         async with AsyncLearnwareClient(endpoints, args.token, timeout_s=args.timeout) as client:
-            ready = await client.wait_ready(timeout_s=args.ready_timeout)
-            down = [name for name, ok in ready.items() if not ok]
-            if down:
-                _say(
-                    f"lwdock demo: not SERVING: {', '.join(down)} "
-                    f"({', '.join(getattr(endpoints, n) for n in down)}); start the suite "
-                    "with `make up` (or `lwdock up`) first"
-                )
-                return None
             return await run_demo(client, config)
 
+    suite = _start_suite() if args.up else None
     try:
-        result = asyncio.run(main())
-    except LwdockError as error:
-        return report_error(args, error)
+        try:
+            result = asyncio.run(main())
+        except LwdockError as error:
+            return report_error(args, error)
+        if result is None:
+            return EXIT_UNAVAILABLE
+        emit(args, result.to_dict(config), format_table(result))
+        if suite is not None:
+            _say("the suite keeps serving (lwdock up, default ports); Ctrl-C stops it")
+            try:
+                suite.wait()
+            except KeyboardInterrupt:  # the way to end --up after a demo that worked
+                pass
+        return EXIT_OK
     except KeyboardInterrupt:
         _say("lwdock demo: interrupted")
         return 130
-    if result is None:
-        return EXIT_UNAVAILABLE
-    emit(args, result.to_dict(config), format_table(result))
-    return EXIT_OK
+    finally:
+        if suite is not None:
+            _stop_suite(suite)
+
+
+def _start_suite() -> subprocess.Popen[bytes]:
+    """`lwdock up` (embedded defaults, LWDOCK_HOME) as a child; its output goes to stderr so
+    that stdout keeps the demo's contract."""
+    _say("starting the suite (lwdock up) ...")
+    return subprocess.Popen([sys.executable, "-m", "lwdock.cli", "up"], stdout=sys.stderr)
+
+
+def _stop_suite(suite: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C reaches the suite too (same process group); otherwise SIGTERM. Either way it
+    stops its services and PostgreSQL."""
+    if suite.poll() is None:
+        suite.send_signal(signal.SIGTERM)
+    try:
+        suite.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        suite.kill()
+        suite.wait()
 
 
 def add_demo_command(commands: Any) -> None:
@@ -415,6 +453,11 @@ def add_demo_command(commands: Any) -> None:
         parents=[client_options(), output_options()],
         help="a digits learnware market against the running suite, with the reference's table",
         description=(__doc__ or "").split("\n\n")[0],
+    )
+    demo.add_argument(
+        "--up",
+        action="store_true",
+        help="start the suite first (as `lwdock up`), run the demo, keep serving until Ctrl-C",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--learnwares", type=int, default=DemoConfig.learnwares)
