@@ -26,7 +26,7 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm.auto import tqdm
 
-from lwdock.client.channel import client_channel
+from lwdock.channels import aio_channel
 from lwdock.client.config import Endpoints, resolve_token
 from lwdock.client.errors import CheckTimeout, IntegrityError, from_rpc_error
 from lwdock.client.specs import as_table, load_json, load_spec
@@ -197,7 +197,7 @@ class AsyncLearnwareClient:
     def _channel(self, service: str) -> grpc.aio.Channel:
         channel = self._channels.get(service)
         if channel is None:
-            channel = client_channel(getattr(self.endpoints, service), self.token)
+            channel = aio_channel(getattr(self.endpoints, service), token=self.token)
             self._channels[service] = channel
         return channel
 
