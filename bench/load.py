@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import io
 import json
 import os
 import platform
@@ -74,7 +73,7 @@ from lwdock.search.v1 import search_service_pb2 as search_pb  # noqa: E402
 from lwdock.search.v1 import search_service_pb2_grpc  # noqa: E402
 from lwdock.suite import SERVICES  # noqa: E402
 from lwdock.tensors import from_numpy  # noqa: E402
-from lwdock.uploads import create_learnware_requests  # noqa: E402
+from lwdock.uploads import create_learnware_requests, rezip  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "reference"
 ZIP_PATH = FIXTURES / "learnware_digits_svc.zip"
@@ -99,15 +98,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def rezip(data: bytes, comment: bytes) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        dst.comment = comment
-    return out.getvalue()
 
 
 # --- the suite ------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
-import io
 import json
 import logging
 import os
@@ -43,7 +42,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +65,7 @@ from lwdock.semantic.checker import Semantic  # noqa: E402
 from lwdock.server.bootstrap import ServerHandle, start  # noqa: E402
 from lwdock.settings import Settings  # noqa: E402
 from lwdock.tokens import add_token, new_token  # noqa: E402
-from lwdock.uploads import create_learnware_requests  # noqa: E402
+from lwdock.uploads import create_learnware_requests, rezip  # noqa: E402
 from registry_service.repository import PackageInfo, Repository  # noqa: E402
 from registry_service.server import SERVICE_NAME, build_app  # noqa: E402
 from registry_service.service import new_specifications  # noqa: E402
@@ -91,16 +89,6 @@ def _log(message: str) -> None:
 
 
 # --- packages ------------------------------------------------------------------------------
-
-
-def rezip(data: bytes, comment: bytes) -> bytes:
-    """The same package with another zip comment: same content, another sha256."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        dst.comment = comment
-    return out.getvalue()
 
 
 def upload_requests(data: bytes, semantic_json: str) -> list[pb.CreateLearnwareRequest]:

@@ -49,22 +49,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _job_selector_bench, _reference_env
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FIXTURES = Path("/work/shared/fixtures/reference")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 ROWS = 10_000
 MEMBER_COUNTS = (1, 3, 5)
 
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def rezip(data: bytes, comment: bytes) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        dst.comment = comment
-    return out.getvalue()
 
 
 PASS_THROUGH = """
@@ -122,6 +113,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def predict_rows(warm_calls: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from lwdock.semantic.checker import Semantic
+    from lwdock.uploads import rezip
     from reuse_service.engine import Member, ReuseEngine, Strategy, combine
     from reuse_service.packages import PackageStore
     from reuse_service.registry_client import RegistryClient

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 
 from lwdock.registry.v1 import registry_service_pb2, resources_pb2
 
@@ -31,3 +33,14 @@ def create_learnware_requests(
         chunk = data[start : start + chunk_bytes]
         messages.append(registry_service_pb2.CreateLearnwareRequest(chunk=chunk))
     return messages
+
+
+def rezip(data: bytes, comment: bytes) -> bytes:
+    """The same package with another zip comment: the same content under another sha256 (the
+    registry refuses a package whose bytes it already holds), for tests and benchmarks."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        dst.comment = comment
+    return out.getvalue()

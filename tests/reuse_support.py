@@ -18,8 +18,8 @@ import numpy as np
 from lwdock.rkme.fit import fit_table_rkme
 from lwdock.semantic.checker import Semantic
 from reuse_service.sandbox import SandboxLimits
+from tests.conftest import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/reference")
 SMALL_SPEC = (FIXTURES / "table_small_d3.rkme.json").read_text()
 
 # Small limits so every hostile package is stopped within a few seconds.

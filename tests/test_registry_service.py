@@ -30,7 +30,7 @@ from lwdock.registry.v1 import registry_service_pb2_grpc, resources_pb2
 from lwdock.server.bootstrap import ServerHandle, start
 from lwdock.tensors import to_numpy
 from lwdock.tokens import add_token, new_token
-from lwdock.uploads import create_learnware_requests
+from lwdock.uploads import create_learnware_requests, rezip
 from registry_service.blobstore import LocalBlobStore
 from registry_service.server import SERVICE_NAME, build_app
 from tests.conftest import FIXTURES, service_settings, wait_serving
@@ -100,16 +100,6 @@ def upload_requests(
         size=size,
         chunk_bytes=CHUNK,
     )
-
-
-def rezip(data: bytes, comment: bytes) -> bytes:
-    """The same package with another zip comment: same content, another sha256."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        dst.comment = comment
-    return out.getvalue()
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[str]:

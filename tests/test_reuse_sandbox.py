@@ -35,6 +35,7 @@ from reuse_service.registry_client import RegistryClient
 from reuse_service.runtime import RuntimeState
 from reuse_service.sandbox import SandboxStatus, bwrap_argv, probe_bubblewrap
 from reuse_service.workers import WorkerError, WorkerPool
+from tests.conftest import ROOT
 from tests.reuse_support import (
     FIXTURES,
     SMALL_SPEC,
@@ -139,7 +140,8 @@ async def test_reads_outside_its_folder(engine: ReuseEngine, good: tuple, tmp_pa
     secret.write_text("TOP-SECRET")
     body = f"""
     found = []
-    for path in [{str(secret)!r}, "/etc/shadow", "/root/.bash_history", "/work/main/README.md"]:
+    outside = [{str(secret)!r}, "/etc/shadow", "/root/.bash_history", {str(ROOT / "README.md")!r}]
+    for path in outside:
         try:
             found.append(open(path).read())
         except OSError as exc:
