@@ -154,8 +154,11 @@ def bwrap_argv(
     for name in ETC_FILES:
         if (Path("/etc") / name).exists():
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    # The private /tmp first: binds below it (a checkout or venv under /tmp) then land on it
+    # instead of being hidden by it.
+    argv += ["--size", str(limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
     binds = [*python_roots(python), str(RUNNER_DIR)]
-    made: set[str] = set()
+    made: set[str] = {"/tmp"}
     for path in binds:
         for ancestor in _ancestors(path) + _ancestors(SANDBOX_RUNNER_DIR + "/x"):
             if ancestor not in made and ancestor not in binds:
@@ -166,7 +169,6 @@ def bwrap_argv(
     argv += ["--ro-bind", str(RUNNER_DIR), SANDBOX_RUNNER_DIR]
     argv += ["--ro-bind", str(package_dir), SANDBOX_PACKAGE_DIR]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
     argv += ["--chdir", "/tmp"]
     argv += [python, "-s", "-B", f"{SANDBOX_RUNNER_DIR}/runner.py"]
     return argv, (UNPRIVILEGED_UID if as_root else None)
