@@ -91,6 +91,10 @@ async def suite(database_url: str, test_home: Path) -> AsyncIterator[Suite]:
         ("search", search_app),
         ("reuse", reuse_app),
     ):
+        # search and reuse reach the registry started before them (search serves once it
+        # has caught up with the registry's change feed); no check worker here
+        if name == "search":
+            settings = settings.model_copy(update={"registry_address": handles["registry"].address})
         handles[name] = await start(factory(settings), settings)
     try:
         yield Suite(handles)

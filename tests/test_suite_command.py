@@ -458,13 +458,40 @@ def test_each_service_runs_alone_and_stops_on_sigterm(
     module, services = SERVICES[name]
     home = tmp_path / "home"
     home.mkdir()
-    (port,) = free_ports(1)
+    port, registry_port = free_ports(2)
     argv = [sys.executable, "-m", module, "--port", str(port)]
-    if name == "registry":
-        # LWDOCK_TEST_DATABASE_URL when set, else the session's embedded PostgreSQL.
-        argv += ["--database-url", request.getfixturevalue("database_url")]
+    env = child_env(home)
+    with contextlib.ExitStack() as stack:
+        if name in ("registry", "search"):
+            # LWDOCK_TEST_DATABASE_URL when set, else the session's embedded PostgreSQL.
+            database_url = request.getfixturevalue("database_url")
+        if name == "registry":
+            argv += ["--database-url", database_url]
+        if name == "search":
+            # search serves once it has caught up with a registry's change feed: give it one
+            registry = Child(
+                [sys.executable, "-m", "registry_service", "--port", str(registry_port),
+                 "--database-url", database_url],
+                env=child_env(home), cwd=tmp_path, stderr=tmp_path / "registry.stderr",
+            )  # fmt: skip
+            stack.enter_context(cleanup(registry, Tracked(), home))
+            wait_serving(registry, f"127.0.0.1:{registry_port}", SERVICES["registry"][1],
+                         READY_TIMEOUT_S)  # fmt: skip
+            env["LWDOCK_REGISTRY_ADDRESS"] = f"127.0.0.1:{registry_port}"
+        _run_alone(argv, env, tmp_path, name, port, services, home)
+
+
+def _run_alone(
+    argv: list[str],
+    env: dict[str, str],
+    tmp_path: Path,
+    name: str,
+    port: int,
+    services: list[str],
+    home: Path,
+) -> None:
     tracked = Tracked()
-    child = Child(argv, env=child_env(home), cwd=tmp_path, stderr=tmp_path / f"{name}.stderr")
+    child = Child(argv, env=env, cwd=tmp_path, stderr=tmp_path / f"{name}.stderr")
     with cleanup(child, tracked, home):
         wait_serving(child, f"127.0.0.1:{port}", services, READY_TIMEOUT_S)
         check_health(f"127.0.0.1:{port}", services)
