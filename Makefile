@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint protos check-protos venv system-deps node-deps clean
+.PHONY: up demo test lint protos check-protos venv system-deps node-deps clean
 
 ## Create or update .venv/ (pip takes torch==2.13.0, the CPU build on this machine's disk).
 $(STAMP): pyproject.toml
@@ -27,6 +27,11 @@ node-deps:
 ## Start the whole suite on 127.0.0.1 with embedded defaults; Ctrl-C stops everything.
 up: venv
 	$(VENV)/bin/lwdock up
+
+## The suite (as `make up`), then the digits demo market through it (`lwdock demo`: builds,
+## checks, searches and reuses, prints the reference's comparison table), then keeps serving.
+demo: venv
+	$(VENV)/bin/lwdock demo --up
 
 ## Regenerate the committed Python stubs from protos/.
 protos: venv
