@@ -20,6 +20,11 @@ log = logging.getLogger("lwdock.search")
 _PAGE_TOKEN_PREFIX = "o:"
 
 
+# Largest mixture a request may ask for: each member costs a greedy step over the candidate
+# pool (max_mixture^2 learnwares re-ranked exactly), so the bound keeps one request cheap.
+MAX_MIXTURE = 10
+
+
 def semantic_record(learnware: learnware_pb2.Learnware) -> SemanticRecord:
     semantic = learnware.semantic_specification
     return SemanticRecord(
@@ -91,8 +96,10 @@ def search_request(request: search_service_pb2.SearchLearnwaresRequest) -> Searc
     )
     if request.page_size < 0:
         raise InvalidArgument.for_field("page_size", "must not be negative")
-    if request.max_mixture < 0:
-        raise InvalidArgument.for_field("max_mixture", "must not be negative")
+    if not 0 <= request.max_mixture <= MAX_MIXTURE:
+        raise InvalidArgument.for_field(
+            "max_mixture", f"must be 0 (default 5) to {MAX_MIXTURE}, got {request.max_mixture}"
+        )
     return SearchRequest(
         semantic=SemanticQuery(
             data_types=tuple(query.data_types),

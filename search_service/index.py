@@ -148,8 +148,8 @@ class SearchIndex:
         for entry in latest:
             self._remove(entry.learnware_id)
         grouped: dict[str, list[tuple[str, RKMESpec]]] = {}
+        placements: list[tuple[LearnwareEntry, tuple[str, ...]]] = []
         for entry in latest:
-            self.records[entry.learnware_id] = entry.semantic
             names: list[str] = []
             for spec in entry.specs:
                 name = str(self.partition_for(spec).key)
@@ -157,9 +157,13 @@ class SearchIndex:
                     continue
                 names.append(name)
                 grouped.setdefault(name, []).append((entry.learnware_id, spec))
-            self.placement[entry.learnware_id] = tuple(names)
+            placements.append((entry, tuple(names)))
         for name, items in grouped.items():
             self.partitions[name].add_many(items)
+        # recorded only once indexed: a failure above leaves no learnware half-known
+        for entry, names in placements:
+            self.records[entry.learnware_id] = entry.semantic
+            self.placement[entry.learnware_id] = names
         self.changes += len(entries)
 
     def apply(self, sequence: int, learnware_id: str, entry: LearnwareEntry | None) -> None:
@@ -177,21 +181,27 @@ class SearchIndex:
     def apply_many(self, changes: Sequence[tuple[int, str, LearnwareEntry | None]]) -> None:
         """`apply` for a batch in feed order; runs of ACTIVE learnwares are embedded together."""
         with self.lock.writing():
+            # last_sequence moves only past changes really applied: if applying a run fails,
+            # the follower resumes before it (upserts and removals are idempotent)
             run: list[LearnwareEntry] = []
+            run_end = self.last_sequence
             for sequence, learnware_id, entry in changes:
-                if sequence <= self.last_sequence:
+                if sequence <= max(self.last_sequence, run_end):
                     continue
                 if entry is not None:
                     run.append(entry)
-                else:
-                    if run:
-                        self._upsert_many(run)
-                        run = []
-                    if self._remove(learnware_id):
-                        self.changes += 1
-                self.last_sequence = sequence
+                    run_end = sequence
+                    continue
+                if run:
+                    self._upsert_many(run)
+                    run = []
+                    self.last_sequence = run_end
+                if self._remove(learnware_id):
+                    self.changes += 1
+                self.last_sequence = run_end = sequence
             if run:
                 self._upsert_many(run)
+                self.last_sequence = run_end
 
     # -- search -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
 from search_service import metrics
 from search_service.index import SearchIndex
+from search_service.registry_lookup import RegistryLookup
 from search_service.servicer import SearchServicer
 from search_service.snapshot import load_snapshot
 from search_service.sync import FollowerOptions, RegistryFollower
@@ -26,6 +27,7 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
     settings.registry_address (after loading the snapshot under the snapshot directory)."""
     index = SearchIndex(embedding_dimension=settings.search_embedding_dimension)
     snapshot_dir = settings.resolved_search_snapshot_dir()
+    registry = RegistryLookup(settings.registry_address, token=settings.service_token)
     follower = RegistryFollower(
         index,
         settings.registry_address,
@@ -36,7 +38,7 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
 
     def register(server: grpc.aio.Server) -> None:
         search_service_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchServicer(index, lambda: follower.last_error), server
+            SearchServicer(index, lambda: follower.last_error, registry), server
         )
 
     async def on_start(handle: ServerHandle) -> None:
@@ -55,6 +57,7 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
 
     async def on_stop() -> None:
         await follower.stop()
+        await registry.close()
 
     return ServiceApp(
         name="search",

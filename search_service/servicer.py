@@ -8,14 +8,22 @@ from collections.abc import Callable
 import grpc
 
 from lwdock.search.v1 import resources_pb2, search_service_pb2, search_service_pb2_grpc
+from lwdock.server.context import downstream_timeout
 from search_service import converters
 from search_service.index import SearchIndex
+from search_service.registry_lookup import RegistryLookup
 
 
 class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
-    def __init__(self, index: SearchIndex, sync_error: Callable[[], str] = lambda: "") -> None:
+    def __init__(
+        self,
+        index: SearchIndex,
+        sync_error: Callable[[], str] = lambda: "",
+        registry: RegistryLookup | None = None,
+    ) -> None:
         self.index = index
         self.sync_error = sync_error
+        self.registry = registry
 
     async def SearchLearnwares(
         self,
@@ -25,7 +33,16 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         search = converters.search_request(request)
         sequence = self.index.last_sequence
         result = await asyncio.to_thread(self.index.search, search)
-        return converters.search_response(result, search, sequence)
+        response = converters.search_response(result, search, sequence)
+        if request.include_learnwares and self.registry is not None and response.single_results:
+            found = await self.registry.get_many(
+                [hit.learnware_id for hit in response.single_results],
+                downstream_timeout(context),
+            )
+            for hit in response.single_results:
+                if hit.learnware_id in found:
+                    hit.learnware.CopyFrom(found[hit.learnware_id])
+        return response
 
     async def GetIndexStats(
         self, request: search_service_pb2.GetIndexStatsRequest, context: grpc.aio.ServicerContext

@@ -52,6 +52,14 @@ def _key_from_dict(data: dict[str, Any]) -> PartitionKey:
     )
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_snapshot(index: SearchIndex, directory: Path) -> Path:
     """Write the index; returns the new snapshot directory."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -94,11 +102,16 @@ def save_snapshot(index: SearchIndex, directory: Path) -> Path:
         "partitions": partitions,
     }
     (staging / "manifest.json").write_text(json.dumps(manifest))
+    for written in staging.iterdir():  # durable before CURRENT points at it
+        _fsync(written)
+    _fsync(staging)
     final = directory / name
     staging.rename(final)
     pointer = directory / f".{CURRENT}.tmp"
     pointer.write_text(name)
+    _fsync(pointer)
     os.replace(pointer, directory / CURRENT)
+    _fsync(directory)
     for old in directory.iterdir():
         if old.is_dir() and old.name != name:
             shutil.rmtree(old, ignore_errors=True)
@@ -123,7 +136,7 @@ def load_snapshot(index: SearchIndex, directory: Path) -> bool:
         return False
     try:
         _fill(index, root, manifest)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # truncated npz (BadZipFile), malformed specs...: replay from 0
         log.warning("ignoring an unreadable snapshot", extra={"snapshot": name, "error": str(exc)})
         index.records.clear()
         index.partitions.clear()

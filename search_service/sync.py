@@ -80,7 +80,7 @@ class RegistryFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.save_snapshot(force=False)
+        await asyncio.to_thread(self.save_snapshot, force=False)
 
     async def run(self) -> None:
         delay = self.options.backoff_initial_s
@@ -132,21 +132,23 @@ class RegistryFollower:
                     batch = [item]
                     while not queue.empty() and len(batch) < self.options.batch_max:
                         batch.append(queue.get_nowait())
-                    ended = self._apply(batch)
+                    ended = await self._apply(batch)
                     self._progressed = True
                     if ended is not None:
                         if isinstance(ended, BaseException):
                             raise ended
                         raise Unavailable("the registry ended the change feed")
-                    self._maybe_snapshot()
+                    await self._maybe_snapshot()
             finally:
                 call.cancel()
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await pump
 
-    def _apply(self, batch: list[object]) -> object | None:
-        """Apply events in order; returns the end marker (or error) if the batch holds one."""
+    async def _apply(self, batch: list[object]) -> object | None:
+        """Apply events in order (in a thread: the write lock waits for running searches,
+        which must not stall the event loop); returns the end marker (or error) if the batch
+        holds one."""
         changes = []
         ended: object | None = None
         for item in batch:
@@ -154,7 +156,7 @@ class RegistryFollower:
                 ended = item
                 break
             changes.append(change_to_domain(item))  # type: ignore[arg-type]
-        self.index.apply_many(changes)
+        await asyncio.to_thread(self.index.apply_many, changes)
         metrics.publish(self.index)
         return ended
 
@@ -169,7 +171,7 @@ class RegistryFollower:
                 "learnwares": self.index.learnware_count,
             },
         )
-        self.save_snapshot(force=first)
+        await asyncio.to_thread(self.save_snapshot, force=first)
         if self.on_caught_up is not None:
             await self.on_caught_up()
 
@@ -181,9 +183,9 @@ class RegistryFollower:
         self.index.synced = synced
         metrics.publish(self.index)
 
-    def _maybe_snapshot(self) -> None:
+    async def _maybe_snapshot(self) -> None:
         if time.monotonic() - self._last_save >= self.options.snapshot_interval_s:
-            self.save_snapshot(force=False)
+            await asyncio.to_thread(self.save_snapshot, force=False)
 
     def save_snapshot(self, *, force: bool) -> None:
         if self.snapshot_dir is None:
@@ -191,7 +193,8 @@ class RegistryFollower:
         if not force and self.index.changes == self._saved_changes:
             return
         try:
-            save_snapshot(self.index, self.snapshot_dir)
+            with self.index.lock.reading():  # a consistent index while it is written
+                save_snapshot(self.index, self.snapshot_dir)
         except OSError as exc:
             log.warning("snapshot not written", extra={"error": str(exc)})
             return

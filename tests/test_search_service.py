@@ -280,6 +280,21 @@ async def test_errors_and_empty_results(world: World, tmp_path: Path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.SearchLearnwares(search_pb.SearchLearnwaresRequest(page_token="garbage"))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # An unbounded mixture would re-rank the whole market: refused, naming the field.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SearchLearnwares(stat_request(spec, max_mixture=11))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_mixture" in (caught.value.details() or "")
+        # include_learnwares: the learnware itself, read from the registry.
+        plain = await stub.SearchLearnwares(stat_request(spec, max_mixture=1))
+        assert not plain.single_results[0].HasField("learnware")
+        request = stat_request(spec, max_mixture=1)
+        request.include_learnwares = True
+        full = await stub.SearchLearnwares(request)
+        best = full.single_results[0]
+        assert best.learnware_id == c.learnware_id
+        assert best.learnware.name == c.name and best.learnware.learnware_id == c.learnware_id
+        assert best.learnware.semantic_specification.name == "errors-gamma"
         # Pages over gRPC.
         first = await stub.SearchLearnwares(search_pb.SearchLearnwaresRequest(page_size=1))
         assert first.candidate_count >= 1 and len(first.single_results) == 1
