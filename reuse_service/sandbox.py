@@ -129,7 +129,8 @@ def bwrap_argv(
 
     No network, IPC, UTS or PID sharing with the host; a read-only view of /usr, the
     interpreter and its site-packages, the runner and this one package; a private /tmp
-    (tmpfs of `limits.tmp_bytes`); fresh /proc and /dev; a new session (no terminal); the
+    (tmpfs of `limits.tmp_bytes`); fresh /proc and a read-only /dev with its own /dev/shm
+    (another tmpfs of `limits.tmp_bytes`); a read-only root; a new session (no terminal); the
     sandbox dies with the service. Not root: `--unshare-all` (user namespace too). Root: every
     namespace but the user one, and the runner switches to uid 65534 itself before running
     package code, because root is exempt from RLIMIT_NPROC even inside a user namespace.
@@ -169,6 +170,11 @@ def bwrap_argv(
     argv += ["--ro-bind", str(RUNNER_DIR), SANDBOX_RUNNER_DIR]
     argv += ["--ro-bind", str(package_dir), SANDBOX_PACKAGE_DIR]
     argv += ["--proc", "/proc", "--dev", "/dev"]
+    # bwrap's root and --dev tmpfs belong to the sandbox user when it runs unprivileged (a user
+    # namespace) and have no size limit: a small /dev/shm of its own (POSIX semaphores and
+    # shared memory), then /dev and / read-only, so only /tmp and /dev/shm take writes.
+    argv += ["--size", str(limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     argv += ["--chdir", "/tmp"]
     argv += [python, "-s", "-B", f"{SANDBOX_RUNNER_DIR}/runner.py"]
     return argv, (UNPRIVILEGED_UID if as_root else None)

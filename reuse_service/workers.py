@@ -2,8 +2,9 @@
 
 A `SandboxWorker` is one runner process (normally inside bubblewrap) holding one loaded
 learnware; calls go one at a time over its stdin/stdout frames (worker/frames.py), each under
-a wall-clock deadline. A worker that misses its deadline, sends too much, or dies is killed
-and never reused: the call fails (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE) and the
+a wall-clock deadline. A worker that misses its deadline, sends too much, dies, or breaks the
+protocol (model code can write to the runner's pipe: bad JSON, npy headers that do not match
+their payload, mistyped fields) is killed and never reused: the call fails (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE) and the
 next call starts a fresh one. Errors raised by the learnware's own code come back as
 LearnwareModelFailed and leave the worker warm.
 
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 from collections import OrderedDict
@@ -131,7 +133,7 @@ class SandboxWorker:
             await self.kill("load_failed")
             raise
         metrics.WORKER_STARTS.labels("ok").inc()
-        self.cpu_s = float(reply.get("cpu_s") or 0.0)
+        self.cpu_s = reply["cpu_s"]
         shapes = (reply.get("input_shape"), reply.get("output_shape"))
         self.model = LoadedModel(*(tuple(s) if s is not None else None for s in shapes))
         return self.model
@@ -142,7 +144,7 @@ class SandboxWorker:
                 raise Unavailable(f"the worker of {self.spec.learnware} was stopped; retry")
             reply = await self._exchange(timeout_s, {"op": "predict"}, x, stage="predict")
             self.calls += 1
-            self.cpu_s = float(reply.get("cpu_s") or self.cpu_s)
+            self.cpu_s = reply["cpu_s"] or self.cpu_s
             return reply["array"]
 
     async def _exchange(
@@ -171,6 +173,19 @@ class SandboxWorker:
                 + (f"; stderr: {' | '.join(tail)}" if tail else ""),
                 retry_delay_s=0.1,
             ) from None
+        except LwdockError:
+            raise  # the model's own error, or a limit already enforced (and reported) above
+        except Exception as exc:
+            # Model code shares the runner's process and can write to the protocol pipe:
+            # malformed JSON, lying npy headers, wrong field types. The pipe is no longer in
+            # step, so the worker is never reused.
+            await self.kill("protocol")
+            raise Unavailable(
+                f"learnware {self.spec.learnware} broke the worker protocol during {stage} "
+                f"({type(exc).__name__}: {str(exc)[:200]}); its sandbox was stopped and the "
+                "next call starts a new one",
+                retry_delay_s=0.1,
+            ) from None
 
     async def _wait_exit(self) -> int | None:
         assert self.process is not None
@@ -193,6 +208,7 @@ class SandboxWorker:
             error = str(reply.get("error") or f"{stage} failed")
             detail = str(reply.get("log") or "")
             raise WorkerError(self.spec.learnware, error, detail + self.stderr_tail[-2000:])
+        _check_reply(reply, stage)
         if stage == "predict":
             reply["array"] = await self._read_array(stdout)
         return reply
@@ -219,14 +235,8 @@ class SandboxWorker:
                 subject=self.spec.learnware,
                 limit=str(limit),
             )
-        payload = await stdout.readexactly(size)
-        try:
-            return frames.load_array(payload)
-        except (ValueError, OSError, EOFError) as exc:
-            await self.kill("protocol")
-            raise LearnwareModelFailed(
-                self.spec.learnware, f"learnware {self.spec.learnware} sent a bad array: {exc}"
-            ) from None
+        # A header that does not describe the payload is a protocol error (see _exchange).
+        return frames.load_array_checked(await stdout.readexactly(size))
 
     def _signal_kill(self, reason: str) -> bool:
         """Mark dead and SIGKILL at once (no waiting); False if it was dead already."""
@@ -256,6 +266,24 @@ class SandboxWorker:
                 await self._stderr_task
         if process is not None and process.stdin is not None:
             process.stdin.close()
+
+
+def _check_reply(reply: dict[str, Any], stage: str) -> None:
+    """The fields of a successful reply, typed (ValueError otherwise); cpu_s becomes a float."""
+    cpu = reply.get("cpu_s")
+    if cpu is None:
+        cpu = 0.0
+    if isinstance(cpu, bool) or not isinstance(cpu, int | float) or not 0 <= cpu < math.inf:
+        raise ValueError(f"cpu_s {cpu!r} is not a number of seconds")
+    reply["cpu_s"] = float(cpu)
+    if stage == "load":
+        for key in ("input_shape", "output_shape"):
+            value = reply.get(key)
+            if value is not None and not (
+                isinstance(value, list)
+                and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+            ):
+                raise ValueError(f"{key} {value!r} is not a list of integers")
 
 
 class WorkerError(LearnwareModelFailed):

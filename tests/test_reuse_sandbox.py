@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import shutil
 import socket
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,8 +36,13 @@ from reuse_service.packages import (
 )
 from reuse_service.registry_client import RegistryClient
 from reuse_service.runtime import RuntimeState
-from reuse_service.sandbox import SandboxStatus, bwrap_argv, probe_bubblewrap
-from reuse_service.workers import WorkerError, WorkerPool
+from reuse_service.sandbox import (
+    SANDBOX_PACKAGE_DIR,
+    SandboxStatus,
+    bwrap_argv,
+    probe_bubblewrap,
+)
+from reuse_service.workers import SandboxWorker, WorkerError, WorkerPool, WorkerSpec
 from tests.conftest import ROOT
 from tests.reuse_support import (
     FIXTURES,
@@ -99,6 +107,9 @@ def test_bwrap_argv_isolates(tmp_path: Path) -> None:
         assert f"--ro-bind {tmp_path} /learnware" in joined
         assert "--bind " not in joined  # nothing writable but the private /tmp
         assert f"--size {TIGHT.tmp_bytes} --perms 1777 --tmpfs /tmp" in joined
+        assert f"--size {TIGHT.tmp_bytes} --perms 1777 --tmpfs /dev/shm" in joined
+        last_mounts = argv[argv.index("--remount-ro") : -4]  # after every mount: read-only
+        assert last_mounts == ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
         assert "/etc/shadow" not in joined and "--ro-bind / /" not in joined
         assert uid == (65534 if as_root else None)
     assert requirement_name("scikit-learn==1.9.1") == "scikit-learn"
@@ -370,3 +381,127 @@ async def test_a_call_abandoned_mid_predict_never_leaks_its_reply(engine: ReuseE
         await asyncio.wait_for(engine.run(slow, boom, TIGHT.call_timeout_s), 0.5)
     # The next call gets its own answer from a fresh worker, not the abandoned call's.
     np.testing.assert_allclose(await engine.run(slow, X, TIGHT.call_timeout_s), X[:, 0])
+
+
+# The service as an unprivileged user (no capabilities, uid 65534) that owns its checkout and
+# interpreter: a user namespace mapping uid/gid 65534 to the test's own. (setpriv to the host's
+# 65534 fails here when the interpreter lives under a 0700 home, e.g. pyenv in /root.)
+AS_SERVICE_USER = ("unshare", "--user", "--map-user=65534", "--map-group=65534")
+
+
+async def test_unprivileged_sandbox_writes_only_its_tmp_and_a_small_shm(
+    engine: ReuseEngine,
+) -> None:
+    """Non-root mode (`--unshare-all`): the sandbox user owns bwrap's root and /dev tmpfs, so
+    they must be read-only, and /dev/shm a tmpfs of limits.tmp_bytes. Runs bwrap unprivileged
+    through a real worker."""
+    if shutil.which(AS_SERVICE_USER[0]) is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    probe = await asyncio.to_thread(
+        subprocess.run,
+        [*AS_SERVICE_USER, "sh", "-c", "test $(id -u) = 65534 && grep -q 'CapEff:.*0000000000000000' /proc/self/status"],  # noqa: E501
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip(f"cannot start an unprivileged user namespace: {probe.stderr[-300:]}")
+    body = """
+    open("/tmp/scratch.txt", "w").write("fine")
+    refused = []
+    for path in ["/x", "/dev/x", "/learnware/x", "/lwdock/x"]:
+        try:
+            open(path, "w").write("x")
+        except OSError as exc:
+            refused.append(f"{path}:{exc.errno}")
+        else:
+            raise RuntimeError("wrote " + path)
+    written = 0
+    try:
+        for i in range(64):
+            with open(f"/dev/shm/x{i}", "wb") as out:
+                out.write(b"0" * (1024 * 1024 - 4096))
+            written += 1
+    except OSError as exc:
+        refused.append(f"shm:{exc.errno}")
+    raise PermissionError(f"refused {refused} after {written} files in /dev/shm")
+    """
+    root = Path(tempfile.mkdtemp(prefix="lwdock-nonroot-"))
+    try:
+        os.chmod(root, 0o755)
+        store = PackageStore(root / "packages")
+        package = store.add(make_package(hostile_model(body)), semantic("nonroot", 3))
+        argv, uid = bwrap_argv(engine.bwrap, package.files, as_root=False, limits=TIGHT)
+        assert uid is None and "--unshare-all" in argv
+        init = package.runner_init(SANDBOX_PACKAGE_DIR)
+        init.update(limits=TIGHT.runner_limits(), drop_to_uid=None, reap_strays=True)
+        spec = WorkerSpec(package.sha256, "learnwares/nonroot", [*AS_SERVICE_USER, *argv],
+                          init, TIGHT)  # fmt: skip
+        worker = SandboxWorker(spec)
+        try:
+            await worker.start(TIGHT.call_timeout_s)
+            with pytest.raises(WorkerError) as caught:
+                await worker.predict(X, TIGHT.call_timeout_s)
+        finally:
+            await worker.kill("test")
+        message = caught.value.message
+        refused = "['/x:30', '/dev/x:30', '/learnware/x:30', '/lwdock/x:30', 'shm:28']"
+        assert f"refused {refused}" in message
+        # EROFS (30) everywhere but /tmp; ENOSPC (28): /dev/shm holds at most limits.tmp_bytes.
+        files = int(message.rsplit(" after ", 1)[1].split()[0])
+        assert files <= TIGHT.tmp_bytes // (1024 * 1024)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# Model code shares the runner's process: it finds the protocol pipe (the one write-only pipe
+# above stderr) and writes its own "reply" there when X[0, 0] is huge.
+PROTOCOL_WRITER = """
+import fcntl
+import io
+import stat
+import struct
+for fd in range(3, 64):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and (
+            fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        ):
+            break
+    except OSError:
+        pass
+else:
+    raise RuntimeError("no protocol pipe found")
+def frame(data):
+    return struct.pack("<Q", len(data)) + data
+if X[0, 0] > 1e9:
+    {forge}
+    os.write(fd, forged)
+    time.sleep(5)
+return X[:, 0]
+"""
+FORGED = {
+    "bad_json": 'forged = frame(b"{nope")',
+    "mistyped_field": 'forged = frame(b\'{"ok": true, "cpu_s": "lots"}\')',
+    "lying_npy_header": (
+        "header = io.BytesIO(); np.lib.format.write_array_header_1_0(header, "
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (10**13,)}); "
+        'forged = frame(b\'{"ok": true, "cpu_s": 0.1}\') + frame(header.getvalue() + bytes(16))'
+    ),
+}
+
+
+@pytest.mark.parametrize("forge", sorted(FORGED))
+async def test_a_model_writing_to_the_protocol_pipe_is_stopped_cleanly(
+    engine: ReuseEngine, forge: str
+) -> None:
+    body = PROTOCOL_WRITER.replace("{forge}", FORGED[forge])
+    forger = member(engine, f"learnwares/forger-{forge}", make_package(hostile_model(body)))
+    np.testing.assert_allclose(await engine.run(forger, X, TIGHT.call_timeout_s), X[:, 0])
+    starts = metrics.WORKER_STARTS.labels("ok")._value.get()
+    kills = metrics.WORKER_KILLS.labels("protocol")._value.get()
+    boom = X.copy()
+    boom[0, 0] = 1e10
+    with pytest.raises(Unavailable, match="broke the worker protocol during predict"):
+        await engine.run(forger, boom, TIGHT.call_timeout_s)
+    assert metrics.WORKER_KILLS.labels("protocol")._value.get() == kills + 1
+    # The next call gets a fresh worker and a right answer.
+    np.testing.assert_allclose(await engine.run(forger, X, TIGHT.call_timeout_s), X[:, 0])
+    assert metrics.WORKER_STARTS.labels("ok")._value.get() == starts + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from typing import Any, BinaryIO
 
@@ -70,6 +71,33 @@ def array_bytes(array: np.ndarray) -> bytes:
 def load_array(payload: bytes | memoryview) -> np.ndarray:
     """An npy payload (without its length prefix) as an array; never unpickles."""
     return np.load(io.BytesIO(payload), allow_pickle=False)
+
+
+def load_array_checked(payload: bytes | memoryview) -> np.ndarray:
+    """An npy payload from an untrusted sender: the header is parsed first and must describe
+    exactly the bytes that follow it, so a lying shape never allocates. ValueError otherwise."""
+    stream = io.BytesIO(payload)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        header = np.lib.format.read_array_header_1_0(stream, max_header_size=MAX_JSON_BYTES)
+    elif version == (2, 0):
+        header = np.lib.format.read_array_header_2_0(stream, max_header_size=MAX_JSON_BYTES)
+    else:
+        raise ValueError(f"npy format version {version} is not accepted")
+    shape, fortran_order, dtype = header
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise ValueError(f"arrays of dtype {dtype} are not accepted")
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"bad shape {shape!r}")
+    count = math.prod(shape)
+    offset = stream.tell()
+    if count * dtype.itemsize != len(payload) - offset:
+        raise ValueError(
+            f"the header claims shape {list(shape)} of {dtype} ({count * dtype.itemsize:,} "
+            f"bytes) but {len(payload) - offset:,} bytes follow it"
+        )
+    flat = np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran_order else "C").copy(order="K")
 
 
 def read_exactly(stream: BinaryIO, size: int) -> bytes:
