@@ -18,6 +18,10 @@ from search_service.snapshot import load_snapshot
 from search_service.sync import FollowerOptions, RegistryFollower
 
 SERVICE_NAME = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+# A second health check: SERVING while the index follows the registry's change feed. The
+# service itself stays SERVING (on its last index) when the registry goes away, so replicas
+# stay in their endpoints; this check says the index may be stale.
+SYNC_CHECK = "lwdock.search.v1.IndexSync"
 
 log = logging.getLogger("lwdock.search")
 
@@ -49,10 +53,17 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
             )
         metrics.publish(index)
 
+        await handle.set_serving(SYNC_CHECK, False)
+
         async def caught_up() -> None:
             await handle.set_serving(SERVICE_NAME, True)
+            await handle.set_serving(SYNC_CHECK, True)
+
+        async def lost() -> None:
+            await handle.set_serving(SYNC_CHECK, False)
 
         follower.on_caught_up = caught_up
+        follower.on_lost = lost
         follower.start()
 
     async def on_stop() -> None:

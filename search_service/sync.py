@@ -56,6 +56,7 @@ class RegistryFollower:
         *,
         snapshot_dir: Path | None = None,
         on_caught_up: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[], Awaitable[None]] | None = None,
         options: FollowerOptions | None = None,
         token: str | None = None,
     ) -> None:
@@ -63,6 +64,7 @@ class RegistryFollower:
         self.address = address
         self.snapshot_dir = snapshot_dir
         self.on_caught_up = on_caught_up
+        self.on_lost = on_lost
         self.options = options or FollowerOptions()
         self.token = token
         self.last_error = ""
@@ -97,6 +99,8 @@ class RegistryFollower:
                     extra={"error": self.last_error, "retry_in_s": delay},
                 )
             self._set_synced(False)
+            if self.on_lost is not None:
+                await self.on_lost()
             if self._progressed:
                 delay = self.options.backoff_initial_s
             await asyncio.sleep(delay)

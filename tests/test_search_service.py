@@ -45,6 +45,7 @@ from registry_service.server import SERVICE_NAME as REGISTRY_SERVICE
 from registry_service.server import build_app as registry_app
 from search_service.index import SearchIndex, SearchRequest
 from search_service.server import SERVICE_NAME as SEARCH_SERVICE
+from search_service.server import SYNC_CHECK
 from search_service.server import build_app as search_app
 from search_service.snapshot import load_snapshot
 from search_service.sync import FollowerOptions, RegistryFollower
@@ -406,6 +407,9 @@ async def test_registry_down_then_up_converges(world: World, tmp_path: Path) -> 
         assert lw.learnware_id in await top_ids(stub, spec)
         status = await health.Check(health_pb2.HealthCheckRequest(service=SEARCH_SERVICE))
         assert status.status == health_pb2.HealthCheckResponse.SERVING
+        # ... and health says the index is stale, on its own check.
+        sync = await health.Check(health_pb2.HealthCheckRequest(service=SYNC_CHECK))
+        assert sync.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
         # A change while it is down arrives once the registry is back.
         await world.stub.DeleteLearnware(
@@ -417,7 +421,12 @@ async def test_registry_down_then_up_converges(world: World, tmp_path: Path) -> 
 
             async def converged() -> bool:
                 stats = await stub.GetIndexStats(search_pb.GetIndexStatsRequest())
-                return stats.synced and stats.last_sequence == await world.repo.latest_sequence()
+                sync = await health.Check(health_pb2.HealthCheckRequest(service=SYNC_CHECK))
+                return (
+                    stats.synced
+                    and stats.last_sequence == await world.repo.latest_sequence()
+                    and sync.status == health_pb2.HealthCheckResponse.SERVING
+                )
 
             await eventually(converged, within_s=10)
         finally:
