@@ -94,6 +94,15 @@ def table_input_check(member: Member, x: np.ndarray, field_path: str = "input") 
         )
 
 
+def _no_duplicate(seen: dict[str, int], name: str, index: int) -> None:
+    if name in seen:
+        raise InvalidArgument.for_field(
+            f"learnwares.learnwares[{index}]",
+            f"{name} is already learnwares[{seen[name]}]; name each learnware once",
+        )
+    seen[name] = index
+
+
 class ReuseEngine:
     def __init__(
         self,
@@ -180,7 +189,10 @@ class ReuseEngine:
             raise InvalidArgument.for_field(
                 "learnwares.learnwares", f"at most {MAX_MEMBERS} learnwares per call"
             )
-        return list(
+        first: dict[str, int] = {}
+        for i, name in enumerate(names):
+            _no_duplicate(first, learnware_name(name.strip()), i)
+        members = list(
             await asyncio.gather(
                 *(
                     self.member(n, timeout_s, f"learnwares.learnwares[{i}]")
@@ -188,6 +200,10 @@ class ReuseEngine:
                 )
             )
         )
+        resolved: dict[str, int] = {}
+        for i, member in enumerate(members):  # two spellings of one learnware
+            _no_duplicate(resolved, member.name, i)
+        return members
 
     async def run(self, member: Member, x: np.ndarray, timeout_s: float) -> np.ndarray:
         """One member's output on x, from its warm sandbox worker."""
@@ -262,7 +278,22 @@ class ReuseEngine:
         if strategy == Strategy.SINGLE:
             return PredictResult(good[0].output, strategy, outcomes)  # type: ignore[arg-type]
         outputs = [o.output for o in good]
-        kept = [weights[outcomes.index(o)] for o in good] if weights else None
+        kept = None
+        if weights:
+            pairs = zip(weights, outcomes, strict=True)
+            kept = [float(w) for w, o in pairs if o.output is not None]
+            if sum(kept) <= 0:
+                failed = [o for o in outcomes if o.error is not None]
+                raise FailedPrecondition(
+                    "every learnware that answered has weight 0, and the weighted ones failed: "
+                    + "; ".join(f"{o.name}: {o.error.message}" for o in failed if o.error),
+                    [
+                        PreconditionViolation("MEMBER_FAILED", o.name, o.error.message)
+                        for o in failed
+                        if o.error
+                    ],
+                    reason="NO_WEIGHTED_LEARNWARE_ANSWERED",
+                )
         output = combine(strategy, outputs, kept)
         return PredictResult(output, strategy, outcomes)
 

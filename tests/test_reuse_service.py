@@ -368,3 +368,30 @@ async def test_hostile_learnwares_fail_clearly_and_the_service_keeps_serving(wor
     info = await world.stub.GetRuntimeInfo(S.GetRuntimeInfoRequest(), timeout=10)
     assert info.sandbox_available and R.REUSE_STRATEGY_JOB_SELECTOR in info.strategies
     assert any(p.startswith("scikit-learn==") for p in info.runtimes[0].packages)
+
+
+async def test_duplicate_members_and_zero_weight_survivors_are_refused(world: World) -> None:
+    for key in ("fragile", "west"):
+        assert (await checked(world, key)).state == ACTIVE
+    x = np.random.default_rng(11).normal(size=(10, 3))
+    west = world.names["west"]
+    for spellings in ([west, west], [west, west.removeprefix("learnwares/")]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await world.stub.Predict(
+                S.PredictRequest(
+                    learnwares=R.LearnwareSelection(learnwares=spellings, weights=[1.0, 2.0]),
+                    input=from_numpy(x),
+                ),
+                timeout=30,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "name each learnware once" in caught.value.details()
+    # The only member with weight > 0 fails: no weighted average is left to give.
+    boom = x.copy()
+    boom[0, 0] = 1e10
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await predict(world, boom, "west", "fragile", weights=(0.0, 1.0))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "weight 0" in caught.value.details() and "died" in caught.value.details()
+    reply = await predict(world, x, "west", "fragile", weights=(0.0, 1.0))
+    np.testing.assert_allclose(to_numpy(reply.output), x[:, 0])
