@@ -77,6 +77,15 @@ def input_array(request: v2.ModelInferRequest) -> np.ndarray:
         raise InvalidArgument.for_field(
             f"inputs[0].contents.{field}", f"{len(values)} values for shape {list(shape)}"
         )
+    if values and dtype.kind in "iu":  # the proto field is wider than UINT8..INT32
+        info = np.iinfo(dtype)
+        low, high = min(values), max(values)
+        if low < info.min or high > info.max:
+            raise InvalidArgument.for_field(
+                f"inputs[0].contents.{field}",
+                f"{low if low < info.min else high} is out of range for {tensor.datatype} "
+                f"[{info.min}, {info.max}]",
+            )
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 

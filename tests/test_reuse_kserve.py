@@ -21,6 +21,9 @@ import pytest_asyncio
 
 from lwdock.common.v1 import learnware_pb2
 from lwdock.embedded_db import scratch_database
+from lwdock.errors import InvalidArgument
+from lwdock.inference import grpc_predict_v2_pb2 as v2
+from reuse_service.kserve import input_array
 from reuse_service.sandbox import probe_bubblewrap
 from tests.reuse_support import (
     FIXTURES,
@@ -129,3 +132,28 @@ async def test_triton_client_against_learnwares(
     assert "not ACTIVE" in errors["rejected"][1]
     assert errors["unknown"][0] == "StatusCode.NOT_FOUND"
     assert errors["bad_shape"][0] == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_typed_contents_out_of_range_are_invalid_arguments() -> None:
+    def request(datatype: str, **contents: list[int]) -> v2.ModelInferRequest:
+        tensor = v2.ModelInferRequest.InferInputTensor(
+            name="input",
+            datatype=datatype,
+            shape=[1, len(next(iter(contents.values())))],
+            contents=v2.InferTensorContents(**contents),
+        )
+        return v2.ModelInferRequest(model_name="m", inputs=[tensor])
+
+    for datatype, contents in (
+        ("UINT8", {"uint_contents": [1, 300]}),
+        ("INT8", {"int_contents": [-129, 0]}),
+        ("UINT16", {"uint_contents": [65536]}),
+        ("INT16", {"int_contents": [40000]}),
+    ):
+        with pytest.raises(InvalidArgument) as caught:
+            input_array(request(datatype, **contents))
+        assert caught.value.violations[0].field.startswith("inputs[0].contents.")
+        assert "out of range" in caught.value.message
+    edge = input_array(request("UINT8", uint_contents=[0, 255]))
+    assert edge.dtype == np.uint8 and edge.tolist() == [[0, 255]]
+    assert input_array(request("INT8", int_contents=[-128, 127])).tolist() == [[-128, 127]]
