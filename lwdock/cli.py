@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 from pathlib import Path
@@ -32,26 +33,29 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from lwdock.errors import LwdockError
-    from registry_service.auth import create_token_in_database
+    """With the CLI's error contract (docs/cli.md): an error goes to stderr and, with --json,
+    as the `{"error": {...}}` object on the last stdout line."""
+    from lwdock.client.commands import EXIT_USAGE, handles_errors, report_error
+    from lwdock.errors import InvalidArgument
 
     url = args.database_url or Settings().database_url
     if not url:
-        print(
-            "lwdock token create: no database: pass --database-url or set LWDOCK_DATABASE_URL",
-            file=sys.stderr,
+        return report_error(
+            args,
+            InvalidArgument.for_field(
+                "--database-url", "no database: pass --database-url or set LWDOCK_DATABASE_URL"
+            ),
+            exit_code=EXIT_USAGE,
         )
-        return 2
-    try:
-        row, secret = asyncio.run(
-            create_token_in_database(url, args.principal, args.role, args.display_name)
-        )
-    except LwdockError as error:
-        print(f"lwdock token create: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # unreachable database, failed migration, ...
-        print(f"lwdock token create: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    return handles_errors(functools.partial(_create_token, url=url))(args)
+
+
+def _create_token(args: argparse.Namespace, *, url: str) -> int:
+    from registry_service.auth import create_token_in_database
+
+    row, secret = asyncio.run(
+        create_token_in_database(url, args.principal, args.role, args.display_name)
+    )
     role = row.role.value.lower()
     if args.json:
         print(
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--json", action="store_true", help='print {"name","principal","role","secret"}'
     )
-    create.set_defaults(handler=_token_create)
+    create.set_defaults(handler=_token_create, command="token create")
 
     from lwdock.client.commands import add_commands
     from lwdock.demo import add_demo_command

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from lwdock.client.types import Learnware, State, Strategy, learnware_id
-from lwdock.errors import AlreadyExists, FailedPrecondition, LwdockError, PermissionDenied
+from lwdock.errors import AlreadyExists, FailedPrecondition, PermissionDenied
 from lwdock.rkme.spec import RKMESpec
 from lwdock.search.v1 import resources_pb2 as search_resources
 from lwdock.semantic.checker import Semantic
@@ -367,9 +367,18 @@ def format_table(result: DemoResult) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """`lwdock demo`, with the CLI's error contract (docs/cli.md): every failure, the suite
+    not SERVING included, gives its exit code and, with --json, the error object."""
+    from lwdock.client.commands import handles_errors
+
+    return handles_errors(_run_demo_command)(args)
+
+
+def _run_demo_command(args: argparse.Namespace) -> int:
     from lwdock.client.aio import AsyncLearnwareClient
-    from lwdock.client.commands import EXIT_OK, EXIT_UNAVAILABLE, emit, report_error
+    from lwdock.client.commands import EXIT_OK, emit, timeouts
     from lwdock.client.config import Endpoints
+    from lwdock.errors import Unavailable
 
     config = DemoConfig(
         seed=args.seed,
@@ -379,7 +388,7 @@ def _demo(args: argparse.Namespace) -> int:
         check_timeout_s=args.wait_timeout,
     )
 
-    async def main() -> DemoResult | None:
+    async def main() -> DemoResult:
         endpoints = Endpoints.from_settings(
             spec=args.spec_address,
             registry=args.registry_address,
@@ -392,24 +401,19 @@ def _demo(args: argparse.Namespace) -> int:
             )
         down = [name for name, ok in ready.items() if not ok]
         if down:
-            _say(
-                f"lwdock demo: not SERVING: {', '.join(down)} "
+            raise Unavailable(
+                f"not SERVING: {', '.join(down)} "
                 f"({', '.join(getattr(endpoints, n) for n in down)}); start the suite "
-                "with `make up` (or `lwdock up`) first"
+                "with `make up` (or `lwdock up`) first",
+                reason="SUITE_NOT_SERVING",
             )
-            return None
         # Only now: a suite started by --up writes the admin token at its first start.
-        async with AsyncLearnwareClient(endpoints, args.token, timeout_s=args.timeout) as client:
+        async with AsyncLearnwareClient(endpoints, args.token, **timeouts(args)) as client:
             return await run_demo(client, config)
 
     suite = _start_suite() if args.up else None
     try:
-        try:
-            result = asyncio.run(main())
-        except LwdockError as error:
-            return report_error(args, error)
-        if result is None:
-            return EXIT_UNAVAILABLE
+        result = asyncio.run(main())
         emit(args, result.to_dict(config), format_table(result))
         if suite is not None:
             _say("the suite keeps serving (lwdock up, default ports); Ctrl-C stops it")
@@ -418,9 +422,6 @@ def _demo(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:  # the way to end --up after a demo that worked
                 pass
         return EXIT_OK
-    except KeyboardInterrupt:
-        _say("lwdock demo: interrupted")
-        return 130
     finally:
         if suite is not None:
             _stop_suite(suite)

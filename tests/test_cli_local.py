@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,90 @@ def test_pack_a_pickled_model_checked_against_its_semantic(tmp_path: Path) -> No
     fields = [v["field"] for v in last_json(stdout)["error"]["field_violations"]]
     assert any(f.endswith("model.kwargs.input_shape") for f in fields)
     assert not (tmp_path / "bad.zip").exists()
+
+    # An output that cannot be written: a local file problem, exit 3 with the error object.
+    code, stdout, stderr = lwdock(
+        "pack", tmp_path / "model.pkl", "-o", tmp_path / "missing" / "lw.zip", "--spec",
+        tmp_path / "spec.json", "--output-shape", "1", "--json", home=tmp_path,
+    )  # fmt: skip
+    assert code == EXIT_INVALID, stderr
+    assert "Traceback" not in stderr
+    assert last_json(stdout)["error"]["reason"] == "LOCAL_FILE"
+
+
+def test_local_file_and_value_errors_exit_3_with_the_json_error(tmp_path: Path) -> None:
+    """An output that cannot be written (OSError) or data that cannot be decoded (ValueError)
+    is a local input problem: exit 3 and the error object, never a traceback."""
+    X = np.load(FIXTURES / "table_a_d10.npy")[:60]
+    np.save(tmp_path / "x.npy", X)
+    target = tmp_path / "missing" / "spec.json"
+    code, stdout, stderr = lwdock("spec", "fit", tmp_path / "x.npy", "-o", target, "--k", "5",
+                                  "--json", home=tmp_path)  # fmt: skip
+    assert code == EXIT_INVALID, stderr
+    assert "Traceback" not in stderr
+    error = last_json(stdout)["error"]
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "LOCAL_FILE")
+    assert error["field_violations"] == [
+        {"field": str(target), "description": "No such file or directory"}
+    ]
+
+    # A .npy read as texts: a UnicodeDecodeError (ValueError).
+    code, stdout, stderr = lwdock("spec", "fit", tmp_path / "x.npy", "-o", tmp_path / "t.json",
+                                  "--type", "text", "--json", home=tmp_path)  # fmt: skip
+    assert code == EXIT_INVALID, stderr
+    assert "Traceback" not in stderr
+    error = last_json(stdout)["error"]
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "LOCAL_INPUT")
+
+
+def test_token_create_and_demo_errors_give_the_json_error(tmp_path: Path) -> None:
+    # No database: a usage error (2), with the error object under --json.
+    code, stdout, stderr = lwdock("token", "create", "--principal", "users/a", "--role",
+                                  "reader", "--json", home=tmp_path)  # fmt: skip
+    assert code == EXIT_USAGE, stderr
+    assert last_json(stdout)["error"]["field_violations"][0]["field"] == "--database-url"
+
+    # A bad principal is refused before any connection: INVALID_ARGUMENT, 3.
+    code, stdout, stderr = lwdock(
+        "token", "create", "--principal", "", "--role", "reader", "--database-url",
+        f"postgresql://127.0.0.1:{free_port()}/none", "--json", home=tmp_path,
+    )  # fmt: skip
+    assert code == EXIT_INVALID, stderr
+    assert last_json(stdout)["error"]["field_violations"][0]["field"] == "principal"
+
+    # The suite is not running: exit 6 and the error object.
+    addresses = [
+        arg
+        for name in ("spec", "registry", "search", "reuse")
+        for arg in (f"--{name}-address", f"127.0.0.1:{free_port()}")
+    ]
+    code, stdout, stderr = lwdock("demo", "--ready-timeout", "1", *addresses, "--json",
+                                  home=tmp_path)  # fmt: skip
+    assert code == EXIT_UNAVAILABLE, stderr
+    error = last_json(stdout)["error"]
+    assert (error["code"], error["reason"]) == ("UNAVAILABLE", "SUITE_NOT_SERVING")
+
+
+def test_timeout_bounds_uploads_and_predictions(tmp_path: Path) -> None:
+    """`--timeout` is the deadline of every call, the long ones (upload, Predict) included:
+    against a server that accepts and never answers, `--timeout 1` ends in DEADLINE_EXCEEDED
+    within seconds (not the 600 s transfer default, nor gRPC's 20 s connect timeout)."""
+    np.save(tmp_path / "x.npy", np.zeros((4, 64)))
+    (tmp_path / "lw.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody speaks HTTP/2
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        connection = ["--registry-address", address, "--reuse-address", address, "--token", ""]
+        for command in (
+            ["reuse", "--learnware", "lw-00000001", "--input", tmp_path / "x.npy",
+             "--output", tmp_path / "y.npy"],
+            ["submit", tmp_path / "lw.zip", "--semantic", SEMANTIC],
+        ):  # fmt: skip
+            started = time.monotonic()
+            code, stdout, stderr = lwdock(*command, *connection, "--timeout", "1", "--json",
+                                          home=tmp_path)  # fmt: skip
+            elapsed = time.monotonic() - started
+            assert code == EXIT_UNAVAILABLE, stderr
+            assert last_json(stdout)["error"]["code"] == "DEADLINE_EXCEEDED", command[0]
+            assert elapsed < 15, (command[0], elapsed)

@@ -22,7 +22,7 @@ from lwdock.client import (
     aio,
     rpc_status,
 )
-from lwdock.client.commands import EXIT_CONFLICT, EXIT_OK, EXIT_PENDING, EXIT_REJECTED
+from lwdock.client.commands import EXIT_CONFLICT, EXIT_PENDING, EXIT_REJECTED
 from lwdock.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from lwdock.semantic.checker import Semantic
 from tests.sdk_support import Stack, Trained, digits_learnware, run_cli, running_stack
@@ -178,6 +178,7 @@ async def test_cli_submit_exit_codes_say_rejected_and_still_pending(
         stack, "submit", str(tmp_path / "slow.zip"), "--semantic", str(tmp_path / "slow.json"),
         "--json",
     )  # fmt: skip
-    assert code in (EXIT_OK, EXIT_CONFLICT), stderr
-    if code == EXIT_CONFLICT:
-        assert json.loads(stdout.strip().splitlines()[-1])["error"]["code"] == "ALREADY_EXISTS"
+    assert code == EXIT_CONFLICT, stderr
+    error = json.loads(stdout.strip().splitlines()[-1])["error"]
+    assert (error["code"], error["service"]) == ("ALREADY_EXISTS", "registry")
+    assert error["request_id"]

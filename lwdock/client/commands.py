@@ -22,7 +22,7 @@ import numpy as np
 
 from lwdock.client.config import Endpoints
 from lwdock.client.errors import CheckTimeout, RpcStatus, rpc_status
-from lwdock.errors import FieldViolation, InvalidArgument, LwdockError
+from lwdock.errors import DeadlineExceeded, FieldViolation, InvalidArgument, LwdockError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # INTERNAL, UNKNOWN, DATA_LOSS or an unexpected local error
@@ -94,8 +94,11 @@ def exit_code_for(error: LwdockError) -> int:
     return EXIT_BY_CODE.get(_status_of(error).code, EXIT_FAILURE)
 
 
-def report_error(args: argparse.Namespace, error: LwdockError) -> int:
-    """Status code, message and field violations on stderr (and as JSON with --json)."""
+def report_error(
+    args: argparse.Namespace, error: LwdockError, *, exit_code: int | None = None
+) -> int:
+    """Status code, message and field violations on stderr (and as JSON with --json); the
+    exit code for the error's status unless `exit_code` is given."""
     status = _status_of(error)
     where = f" from {status.service}" if status.service else ""
     request = f" (request id {status.request_id})" if status.request_id else ""
@@ -119,11 +122,34 @@ def report_error(args: argparse.Namespace, error: LwdockError) -> int:
             ),
             flush=True,
         )
-    return exit_code_for(error)
+    return exit_code_for(error) if exit_code is None else exit_code
+
+
+def local_error(error: Exception) -> LwdockError:
+    """A local exception as the typed error the CLI reports: a file that cannot be read or
+    written, or a bad value (OSError, ValueError), is invalid input (exit 3); a timeout is
+    DEADLINE_EXCEEDED (exit 6); anything else is an unexpected failure (INTERNAL, exit 1)."""
+    if isinstance(error, LwdockError):
+        return error
+    if isinstance(error, TimeoutError):  # an OSError, but not a file problem
+        return DeadlineExceeded(str(error) or "timed out", reason="LOCAL_TIMEOUT")
+    if isinstance(error, OSError):
+        where = error.filename if error.filename is not None else ""
+        what = error.strerror or str(error)
+        if where:
+            return InvalidArgument(
+                f"{where}: {what}", [FieldViolation(str(where), what)], reason="LOCAL_FILE"
+            )
+        return InvalidArgument(what, reason="LOCAL_FILE")
+    if isinstance(error, ValueError):
+        return InvalidArgument(str(error) or type(error).__name__, reason="LOCAL_INPUT")
+    return LwdockError(f"{type(error).__name__}: {error}", reason="UNEXPECTED_ERROR")
 
 
 def handles_errors(handler: Handler) -> Handler:
-    """Typed errors -> stderr + exit code; Ctrl-C -> 130; a raw gRPC error is decoded too."""
+    """Every failure -> stderr + exit code (+ the JSON error object with --json), never a
+    traceback: typed errors and decoded gRPC errors by their code, local file and value
+    problems as invalid input (3), anything unexpected as INTERNAL (1); Ctrl-C -> 130."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
@@ -138,6 +164,8 @@ def handles_errors(handler: Handler) -> Handler:
         except KeyboardInterrupt:
             _say(f"lwdock {args.command}: interrupted")
             return EXIT_INTERRUPTED
+        except Exception as error:
+            return report_error(args, local_error(error))
 
     return run
 
@@ -157,9 +185,18 @@ def client_from_args(args: argparse.Namespace) -> Any:
     return LearnwareClient(
         endpoints,
         args.token,
-        timeout_s=args.timeout,
         progress=not args.no_progress and sys.stderr.isatty(),
+        **timeouts(args),
     )
+
+
+def timeouts(args: argparse.Namespace) -> dict[str, float]:
+    """The client's deadlines: `--timeout S` bounds every call of the command (quick calls,
+    uploads, downloads, predictions); without it, 30 s per quick call and 600 s per
+    transfer, prediction or reuser fit (the SDK's defaults)."""
+    if args.timeout is None:
+        return {}
+    return {"timeout_s": args.timeout, "transfer_timeout_s": args.timeout}
 
 
 def client_options() -> argparse.ArgumentParser:
@@ -173,7 +210,10 @@ def client_options() -> argparse.ArgumentParser:
             help=f"host:port of {name}_service (LWDOCK_{name.upper()}_ADDRESS, the suite's)",
         )
     group.add_argument(
-        "--timeout", type=float, default=30.0, help="deadline of each call in seconds (30)"
+        "--timeout",
+        type=float,
+        help="deadline in seconds of every call, transfers and predictions included "
+        "(default: 30 per quick call, 600 per upload, download, prediction or reuser fit)",
     )
     return parent
 
@@ -478,6 +518,7 @@ def reuse(args: argparse.Namespace) -> int:
                 strategy=args.strategy or "feature_augment",
                 mode=args.mode,
                 weights=args.weight,
+                **({} if args.timeout is None else {"timeout_s": args.timeout}),
             )
             reuser_name = reuser.name
             _say(f"fitted {reuser.name} ({reuser.strategy})")
@@ -634,6 +675,8 @@ __all__ = [
     "client_options",
     "emit",
     "handles_errors",
+    "local_error",
     "output_options",
     "report_error",
+    "timeouts",
 ]
