@@ -43,7 +43,8 @@ def build_app(settings: Settings, limits: SandboxLimits | None = None) -> Servic
     home = settings.home / "reuse"
     pool = WorkerPool(settings.reuse_max_workers)
     registry = RegistryClient(settings.registry_address, token=settings.service_token)
-    engine = ReuseEngine(state, limits, PackageStore(home / "packages"), pool, registry)
+    packages = PackageStore(home / "packages", in_use=pool.keys)
+    engine = ReuseEngine(state, limits, packages, pool, registry)
     operations = OperationStore(domain="lwdock.reuse")
     reusers = ReuserStore(home / "reusers")
 

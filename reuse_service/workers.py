@@ -4,9 +4,10 @@ A `SandboxWorker` is one runner process (normally inside bubblewrap) holding one
 learnware; calls go one at a time over its stdin/stdout frames (worker/frames.py), each under
 a wall-clock deadline. A worker that misses its deadline, sends too much, dies, or breaks the
 protocol (model code can write to the runner's pipe: bad JSON, npy headers that do not match
-their payload, mistyped fields) is killed and never reused: the call fails (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE) and the
-next call starts a fresh one. Errors raised by the learnware's own code come back as
-LearnwareModelFailed and leave the worker warm.
+their payload, mistyped fields) is killed and never reused: the call fails
+(DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE) and the next call starts a fresh one.
+Errors raised by the learnware's own code come back as LearnwareModelFailed and leave the
+worker warm.
 
 `WorkerPool` keeps at most `max_workers` warm workers, one per package, least recently used
 first out.
@@ -306,6 +307,10 @@ class WorkerPool:
 
     def __len__(self) -> int:
         return len(self._workers)
+
+    def keys(self) -> set[str]:
+        """The package sha256 of every warm worker (their sandboxes bind the package folder)."""
+        return set(self._workers)
 
     def _update_gauge(self) -> None:
         metrics.WORKERS.set(len(self._workers))

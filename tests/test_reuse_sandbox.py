@@ -505,3 +505,33 @@ async def test_a_model_writing_to_the_protocol_pipe_is_stopped_cleanly(
     # The next call gets a fresh worker and a right answer.
     np.testing.assert_allclose(await engine.run(forger, X, TIGHT.call_timeout_s), X[:, 0])
     assert metrics.WORKER_STARTS.labels("ok")._value.get() == starts + 1
+
+
+async def test_package_cache_keeps_at_most_max_packages_never_a_warm_workers_package(
+    engine: ReuseEngine, tmp_path: Path
+) -> None:
+    pool = WorkerPool(2)
+    store = PackageStore(tmp_path / "packages", max_packages=2, in_use=pool.keys)
+    cached = ReuseEngine(engine.state, TIGHT, store, pool, engine.registry)
+    column = {i: make_package(hostile_model(f"return X[:, {i}]")) for i in range(3)}
+    sem = semantic("cached", 3)
+    try:
+        warm = Member("learnwares/warm", None, store.add(column[0], sem))
+        np.testing.assert_allclose(await cached.run(warm, X, TIGHT.call_timeout_s), X[:, 0])
+        first = store.add(column[1], sem)
+        store.add(column[2], sem)  # one too many: the oldest that no worker binds goes
+        on_disk = {p.name for p in store.root.iterdir() if not p.name.startswith(".")}
+        assert on_disk == {warm.package.sha256, store.add(column[2], sem).sha256}
+        assert not first.files.exists()
+        # The warm worker still reads its package; the removed one unpacks again when used.
+        np.testing.assert_allclose(await cached.run(warm, X, TIGHT.call_timeout_s), X[:, 0])
+        again = Member("learnwares/again", None, store.add(column[1], sem))
+        assert again.package.files.is_dir()
+        np.testing.assert_allclose(await cached.run(again, X, TIGHT.call_timeout_s), X[:, 1])
+        assert len([p for p in store.root.iterdir() if not p.name.startswith(".")]) == 2
+        # After a restart the order comes from the folders' last use.
+        assert PackageStore(store.root, max_packages=1).prune(keep=again.package.sha256) == [
+            warm.package.sha256
+        ]
+    finally:
+        await pool.close()
