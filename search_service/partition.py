@@ -39,6 +39,7 @@ TRAIN_POINTS_PER_LIST = 40
 FAR_CANDIDATES = 8  # farthest learnwares re-ranked exactly for the score's maximum
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
 ERROR_MARGIN = 4.0  # in standard deviations of the measured embedding error
+NEAREST_PREFETCH = 16  # an IVF search fetches this many times the first retrieval
 _CHUNK_POINTS = 200_000  # reduced-set points per exact kernel block
 # The factored kernel is used while gamma (|a|^2 + |b|^2) stays below this (e^600 is finite).
 _FACTORED_LIMIT = 600.0
@@ -464,6 +465,9 @@ class _Retrieval:
         self.query = np.ascontiguousarray(user.vector[None, :], dtype=np.float32)
         self.user_norm = float(user.vector.astype(np.float64) @ user.vector)
         self._estimate: np.ndarray | None = None  # over keep, or over every slot in use
+        self._live = 0  # finite entries of _estimate
+        self._found: tuple[np.ndarray, np.ndarray] | None = None  # IVF: nearest, ascending
+        self._fetched = 0
 
     def _scan(self) -> np.ndarray:
         if self._estimate is None:
@@ -472,26 +476,45 @@ class _Retrieval:
                 used = len(p.ids)
                 estimate = p.vector_norms[:used] - 2.0 * (p.vectors[:used] @ self.query[0])
                 estimate = estimate.astype(np.float64) + self.user_norm
-                estimate[~p.alive[:used]] = np.nan
+                estimate[~p.alive[:used]] = np.inf
+                self._live = p.count
             else:
                 products = p.vectors[self.keep] @ self.query[0]
                 estimate = p.vector_norms[self.keep] - 2.0 * products + self.user_norm
                 estimate = estimate.astype(np.float64)
+                self._live = estimate.size
             self._estimate = estimate
         return self._estimate
 
     def nearest(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest slots by estimated squared MMD, with their estimates."""
+        """The k nearest slots by estimated squared MMD, with their estimates.
+
+        A flat partition is scanned once per search (the same scan serves the farthest
+        learnwares and every widening); an IVF partition is searched once for more than the
+        first retrieval needs, and again only when a widening goes beyond that."""
         p = self.partition
-        if self.keep is None:
+        if self.keep is None and p.nlist:
             assert p._near is not None
-            params = faiss.SearchParametersIVF(nprobe=p._nprobe()) if p.nlist else None
-            distances, found = p._near.search(self.query, k, params=params)
-            mask = found[0] >= 0
-            return found[0][mask].astype(np.int64), distances[0][mask].astype(np.float64)
+            if self._found is None or (k > self._found[0].size and self._fetched < p.count):
+                fetch = min(p.count, max(k, NEAREST_PREFETCH * k))
+                params = faiss.SearchParametersIVF(nprobe=p._nprobe())
+                distances, found = p._near.search(self.query, fetch, params=params)
+                mask = found[0] >= 0
+                self._found = (
+                    found[0][mask].astype(np.int64),
+                    distances[0][mask].astype(np.float64),
+                )
+                self._fetched = fetch
+            slots, estimate = self._found
+            return slots[:k], estimate[:k]
         estimate = self._scan()
-        k = min(k, estimate.size)
-        positions = np.argpartition(estimate, k - 1)[:k]
+        k = min(k, self._live)
+        if k >= estimate.size:
+            positions = np.arange(estimate.size)
+        else:
+            positions = np.argpartition(estimate, k - 1)[:k]
+        if self.keep is None:
+            return positions.astype(np.int64), estimate[positions]
         return self.keep[positions], estimate[positions]
 
     def farthest(self, k: int) -> np.ndarray:
@@ -501,9 +524,10 @@ class _Retrieval:
             params = faiss.SearchParametersIVF(nprobe=p._nprobe())
             _, found = p._far.search(far_query, k, params=params)
             return found[0][found[0] >= 0].astype(np.int64)
-        estimate = np.nan_to_num(self._scan(), nan=-np.inf)
-        k = min(k, estimate.size)
-        positions = np.argpartition(-estimate, k - 1)[:k]
+        estimate = self._scan()
+        k = min(k, self._live)
+        negated = np.where(np.isfinite(estimate), -estimate, np.inf)
+        positions = np.argpartition(negated, k - 1)[:k]
         slots = positions.astype(np.int64) if self.keep is None else self.keep[positions]
         return slots[p.alive[slots]]
 
