@@ -272,6 +272,7 @@ class SearchIndex:
                 lambda i: partition.gram_row(int(pool[i]), pool),
                 user_self,
                 max_members=request.max_mixture,
+                gram_entries=lambda i, positions: partition.gram_row(int(pool[i]), pool[positions]),
             )
             if mix is not None and len(mix.members) > 1:
                 summary = summary.with_distance(mix.mmd2)

@@ -6,7 +6,8 @@ min_w 1/2 w^T K_S w - C_S^T w (w >= 0, sum w = 1) on S + {c}, whose squared MMD 
 <u, u> + w^T K_S w - 2 C_S^T w; take the best c and accept it when it lowers the mixture's
 squared MMD to at most 95% of the current one (the first, the nearest single, is always
 accepted); stop otherwise. Only the rows of accepted members are ever computed (the diagonal
-<l_i, l_i> is known), as the reference caches them.
+<l_i, l_i> is known, entries between members are taken from the earlier member's row, and the
+last possible member needs none), as the reference caches them.
 """
 
 from __future__ import annotations
@@ -74,13 +75,17 @@ def _step(
     mmd2 = objective(weights)
     # Without the sign constraints the QP's value is a lower bound: a candidate whose bound
     # cannot beat the best exact value needs no exact solve.
-    best_free = float(mmd2[free].min()) if free.any() else np.inf
-    for i in np.flatnonzero(~free).tolist():
-        if np.isfinite(mmd2[i]) and mmd2[i] >= best_free:
+    # Those are solved in the order of their bounds, the best value so far pruning the rest.
+    best = float(mmd2[free].min()) if free.any() else np.inf
+    constrained = np.flatnonzero(~free)
+    bounds = np.where(np.isfinite(mmd2[constrained]), mmd2[constrained], -np.inf)
+    for i in constrained[np.argsort(bounds, kind="stable")].tolist():
+        if np.isfinite(mmd2[i]) and mmd2[i] >= best:
             mmd2[i] = np.inf
             continue
         weights[i] = solve_simplex_qp(gram[i], c[i])
         mmd2[i] = objective(weights[i : i + 1])[0]
+        best = min(best, float(mmd2[i]))
     best = int(np.argmin(mmd2))
     return float(mmd2[best]), int(candidates[best]), weights[best]
 
@@ -92,8 +97,16 @@ def greedy_mixture(
     user_self: float,
     max_members: int = DEFAULT_MAX_MIXTURE,
     decay_rate: float = DECAY_RATE,
+    gram_entries: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> Mixture | None:
-    """`gram_row(i)` = <l_i, l_j> for every candidate j. None without candidates."""
+    """`gram_row(i)` = <l_i, l_j> for every candidate j; `gram_entries(i, js)`, when given,
+    = <l_i, l_j> for the candidates j in `js` only (what is computed). None without
+    candidates."""
+    if gram_entries is None:
+
+        def gram_entries(i: int, positions: np.ndarray) -> np.ndarray:
+            return np.asarray(gram_row(i), dtype=np.float64)[positions]
+
     count = cross.shape[0]
     if count == 0 or max_members < 1:
         return None
@@ -106,9 +119,16 @@ def greedy_mixture(
         mmd2, candidate, w = _step(members, rows, cross, diagonal, user_self, unused)
         if best_mmd2 is not None and mmd2 > decay_rate * best_mmd2:
             break
-        members.append(candidate)
-        row = np.asarray(gram_row(candidate), dtype=np.float64)
+        # The row's entries for earlier members are theirs (symmetry); the last member's row
+        # is needed only there.
+        row = np.empty(count)
+        if len(members) + 1 < min(max_members, count):
+            positions = np.setdiff1d(unused, [candidate])
+            row[positions] = np.asarray(gram_entries(candidate, positions), dtype=np.float64)
+        if members:
+            row[members] = rows[:, candidate]
         row[candidate] = diagonal[candidate]
+        members.append(candidate)
         rows = np.vstack([rows, row])
         weights, best_mmd2 = w, mmd2
     assert best_mmd2 is not None
