@@ -38,7 +38,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -60,6 +59,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _machine import cpu_model  # noqa: E402  (bench/, the script's own folder)
 
 from lwdock.channels import aio_channel  # noqa: E402
 from lwdock.common.v1 import learnware_pb2, specification_pb2  # noqa: E402
@@ -365,17 +366,6 @@ async def watch_memory(
 # --- output ---------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def ops_table(stats: dict[str, OpStats], wall_s: float, probes: dict[str, str]) -> str:
     lines = [
         "| op | share | calls | OK/s | p50 ms | p99 ms | unavailable RPC | unexpected | codes |",
@@ -453,7 +443,7 @@ async def bench(sizes: dict[str, Any], seed_value: int, command: str) -> int:
     unexpected = sum(s.unexpected for s in stats.values())
     total_ok = sum(s.ok for s in stats.values())
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"# {command} | {now} | {os.cpu_count()} cores, {_cpu_model()}")
+    print(f"# {command} | {now} | {os.cpu_count()} cores, {cpu_model()}")
     print(
         f"# suite: `lwdock up` (4 service processes + embedded PostgreSQL) on 127.0.0.1; "
         f"{sizes['clients']} closed-loop clients in this process for {wall_s:.1f} s; "

@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -56,6 +55,8 @@ from psycopg_pool import AsyncConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _machine import cpu_model  # noqa: E402  (bench/, the script's own folder)
 
 from lwdock.embedded_db import EmbeddedPostgres, scratch_database  # noqa: E402
 from lwdock.package import validate_package  # noqa: E402
@@ -331,17 +332,6 @@ async def list_and_get(reg: Registry, repeats: int, gets: int) -> tuple[list[Sta
 # --- output --------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def upload_table(stats: Sequence[tuple[int, Stat]]) -> str:
     lines = [
         "| clients | uploads | wall s | uploads/s | p50 ms | p99 ms | mean ms |",
@@ -400,7 +390,7 @@ async def bench(sizes: dict[str, int], database_url: str | None, command: str) -
     seconds = time.perf_counter() - started
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"# {command} | {now} | {os.cpu_count()} cores, {_cpu_model()}")
+    print(f"# {command} | {now} | {os.cpu_count()} cores, {cpu_model()}")
     print(
         f"# registry in-process on 127.0.0.1, clients in the same process and event loop; "
         f"{db_note}, PostgreSQL {pg_version}"

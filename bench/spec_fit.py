@@ -37,7 +37,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from typing import Any
 
 import _reference_env as ref_env  # bench/ is on sys.path when this file runs as a script
 import numpy as np
+from _machine import cpu_model
 
 GAMMA = 0.1
 REDUCED_SET_SIZE = 100
@@ -333,20 +333,9 @@ def summary(rows: list[Row], versions: dict[str, Any], seconds: float) -> dict[s
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def _report(rows: list[Row], versions: dict[str, Any], seconds: float, command: str) -> None:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"# {command} | {now} | {os.cpu_count()} cores, {_cpu_model()}")
+    print(f"# {command} | {now} | {os.cpu_count()} cores, {cpu_model()}")
     print(
         f"# one thread each; reference learnware {versions.get('learnware')}, "
         f"torch {versions.get('torch')}; MMD² = exact lwdock mmd2_to_data on the same data"
