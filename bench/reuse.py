@@ -112,11 +112,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def predict_rows(warm_calls: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from lwdock.registry_client import RegistryClient
     from lwdock.semantic.checker import Semantic
     from lwdock.uploads import rezip
     from reuse_service.engine import Member, ReuseEngine, Strategy, combine
     from reuse_service.packages import PackageStore
-    from reuse_service.registry_client import RegistryClient
     from reuse_service.runtime import RuntimeState
     from reuse_service.sandbox import SandboxLimits, probe_bubblewrap
     from reuse_service.workers import WorkerPool

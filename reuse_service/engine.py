@@ -25,10 +25,10 @@ from lwdock.errors import (
     LwdockError,
     PreconditionViolation,
 )
+from lwdock.registry_client import RegistryClient, learnware_name
 from lwdock.rkme.spec import RKMESpec
 from lwdock.semantic.checker import Semantic
 from reuse_service.packages import Package, PackageStore, require_runtime
-from reuse_service.registry_client import RegistryClient, learnware_name
 from reuse_service.runtime import RuntimeState
 from reuse_service.sandbox import (
     SANDBOX_PACKAGE_DIR,

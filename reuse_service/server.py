@@ -9,6 +9,7 @@ import grpc
 from google.longrunning import operations_pb2_grpc
 
 from lwdock.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from lwdock.registry_client import RegistryClient
 from lwdock.reuse.v1 import reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.server.operations import OPERATIONS_SERVICE_NAME, OperationsServicer, OperationStore
@@ -16,7 +17,6 @@ from lwdock.settings import Settings, add_server_arguments, settings_from_args
 from reuse_service.engine import ReuseEngine
 from reuse_service.fitted import ReuserStore
 from reuse_service.packages import PackageStore
-from reuse_service.registry_client import RegistryClient
 from reuse_service.runtime import RuntimeState
 from reuse_service.sandbox import SandboxLimits, probe_bubblewrap
 from reuse_service.servicer import InferenceServicer, ReuseServicer

@@ -18,6 +18,7 @@ from lwdock.converters import statistical_spec_from_proto
 from lwdock.errors import InvalidArgument, NotFound
 from lwdock.inference import grpc_predict_v2_pb2 as v2
 from lwdock.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from lwdock.registry_client import learnware_name
 from lwdock.reuse.v1 import resources_pb2, reuse_service_pb2, reuse_service_pb2_grpc
 from lwdock.rkme.spec import RKMESpec
 from lwdock.semantic.checker import Semantic
@@ -36,7 +37,6 @@ from reuse_service.engine import (
     table_input_check,
 )
 from reuse_service.fitted import FITTED, MODES, FittedReuser, ReuserStore, fit_reuser
-from reuse_service.registry_client import learnware_name
 from reuse_service.runtime import RuntimeState
 
 DOMAIN = "lwdock.reuse"

@@ -7,12 +7,12 @@ import logging
 
 import grpc
 
+from lwdock.registry_client import RegistryClient
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
 from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
 from lwdock.settings import Settings, add_server_arguments, settings_from_args
 from search_service import metrics
 from search_service.index import SearchIndex
-from search_service.registry_lookup import RegistryLookup
 from search_service.servicer import SearchServicer
 from search_service.snapshot import load_snapshot
 from search_service.sync import FollowerOptions, RegistryFollower
@@ -31,7 +31,7 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
     settings.registry_address (after loading the snapshot under the snapshot directory)."""
     index = SearchIndex(embedding_dimension=settings.search_embedding_dimension)
     snapshot_dir = settings.resolved_search_snapshot_dir()
-    registry = RegistryLookup(settings.registry_address, token=settings.service_token)
+    registry = RegistryClient(settings.registry_address, token=settings.service_token)
     follower = RegistryFollower(
         index,
         settings.registry_address,

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import grpc
 
+from lwdock.registry_client import RegistryClient
 from lwdock.search.v1 import resources_pb2, search_service_pb2, search_service_pb2_grpc
 from lwdock.server.context import downstream_timeout
 from search_service import converters
 from search_service.index import SearchIndex
-from search_service.registry_lookup import RegistryLookup
 
 
 class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
@@ -19,7 +19,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         self,
         index: SearchIndex,
         sync_error: Callable[[], str] = lambda: "",
-        registry: RegistryLookup | None = None,
+        registry: RegistryClient | None = None,
     ) -> None:
         self.index = index
         self.sync_error = sync_error

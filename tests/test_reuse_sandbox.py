@@ -26,6 +26,7 @@ from lwdock.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from lwdock.registry_client import RegistryClient
 from reuse_service import metrics
 from reuse_service.engine import Member, ReuseEngine
 from reuse_service.packages import (
@@ -34,7 +35,6 @@ from reuse_service.packages import (
     require_runtime,
     requirement_name,
 )
-from reuse_service.registry_client import RegistryClient
 from reuse_service.runtime import RuntimeState
 from reuse_service.sandbox import (
     SANDBOX_PACKAGE_DIR,

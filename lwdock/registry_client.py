@@ -1,15 +1,18 @@
-"""What reuse_service asks the registry: a learnware's state and semantic, and its package
-(DownloadLearnware, checked against the sha256 trailer and the learnware's own sha256)."""
+"""What services ask the registry: learnwares (their state and semantic; reuse_service, and
+search_service for `include_learnwares`) and packages (reuse_service: DownloadLearnware,
+checked against the sha256 trailer and the learnware's own sha256)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Sequence
 
 import grpc
 
 from lwdock.channels import aio_channel
 from lwdock.common.v1 import learnware_pb2
-from lwdock.errors import DataLoss, LwdockError, Unavailable
+from lwdock.errors import DataLoss, LwdockError, NotFound, Unavailable
 from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from lwdock.server.status import from_rpc_error
 
@@ -43,6 +46,21 @@ class RegistryClient:
             return await self._stub().GetLearnware(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc) from None
+
+    async def get_many(
+        self, names: Sequence[str], timeout_s: float
+    ) -> dict[str, learnware_pb2.Learnware]:
+        """The learnwares (by name or id), keyed by learnware id, fetched concurrently; one
+        deleted meanwhile is left out."""
+
+        async def one(name: str) -> learnware_pb2.Learnware | None:
+            try:
+                return await self.get(name, timeout_s)
+            except NotFound:
+                return None
+
+        found = await asyncio.gather(*(one(n) for n in dict.fromkeys(names)))
+        return {lw.learnware_id: lw for lw in found if lw is not None}
 
     async def download(self, learnware: learnware_pb2.Learnware, timeout_s: float) -> bytes:
         request = registry_service_pb2.DownloadLearnwareRequest(name=learnware.name)
