@@ -114,8 +114,9 @@ def greedy_mixture(
     rows = np.zeros((0, count))
     weights = np.ones(0)
     best_mmd2: float | None = None
+    used = np.zeros(count, dtype=bool)
     for _ in range(min(max_members, count)):
-        unused = np.setdiff1d(np.arange(count), members)
+        unused = np.flatnonzero(~used)
         mmd2, candidate, w = _step(members, rows, cross, diagonal, user_self, unused)
         if best_mmd2 is not None and mmd2 > decay_rate * best_mmd2:
             break
@@ -123,12 +124,13 @@ def greedy_mixture(
         # is needed only there.
         row = np.empty(count)
         if len(members) + 1 < min(max_members, count):
-            positions = np.setdiff1d(unused, [candidate])
+            positions = unused[unused != candidate]
             row[positions] = np.asarray(gram_entries(candidate, positions), dtype=np.float64)
         if members:
             row[members] = rows[:, candidate]
         row[candidate] = diagonal[candidate]
         members.append(candidate)
+        used[candidate] = True
         rows = np.vstack([rows, row])
         weights, best_mmd2 = w, mmd2
     assert best_mmd2 is not None

@@ -425,20 +425,21 @@ class Partition:
                 float(np.partition(exact_near, want - 1)[want - 1]) + ERROR_MARGIN * sigma - shift
             )
             k = candidates
+            seen = np.zeros(len(self.ids), dtype=bool)  # by slot: re-ranked already
+            seen[ranked] = True
             for _ in range(EXTEND_ROUNDS):
                 if estimate.size == 0 or float(estimate.max()) > bound or k >= count:
                     break
                 k = min(4 * k, count)
                 wider, wider_estimate = retrieval.nearest(k)
-                extra = wider[(wider_estimate <= bound) & ~np.isin(wider, ranked)]
+                extra = wider[(wider_estimate <= bound) & ~seen[wider]]
                 near, estimate = wider, wider_estimate
                 if extra.size:
+                    seen[extra] = True
                     ranked = np.concatenate([ranked, extra])
                     cross = np.concatenate([cross, self.exact_cross(user, extra)])
-                    order = np.argsort(ranked)
-                    ranked, cross = ranked[order], cross[order]
         mmd2 = user.self_product - 2.0 * cross + self.self_products[ranked]
-        order = np.argsort(mmd2, kind="stable")
+        order = np.lexsort((ranked, mmd2))  # ties: by slot
         ranked, cross, mmd2 = ranked[order], cross[order], mmd2[order]
         minimum, maximum = float(mmd2[0]), float(mmd2.max())
         if mean_cross is None:  # every filtered learnware was ranked exactly
@@ -450,7 +451,10 @@ class Partition:
                 else float(self.self_products[slots].mean())
             )
             mean = min(max(user.self_product - 2.0 * mean_cross + mean_self, minimum), maximum)
-        is_near = np.isin(ranked, near) | (mmd2 <= float(mmd2[np.isin(ranked, near)].max()))
+        in_near = np.zeros(len(self.ids), dtype=bool)
+        in_near[near] = True
+        in_near = in_near[ranked]
+        is_near = in_near | (mmd2 <= float(mmd2[in_near].max()))
         return Ranked(ranked[is_near], mmd2[is_near], cross[is_near], minimum, maximum, mean, count)
 
 
