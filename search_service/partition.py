@@ -175,6 +175,11 @@ class Partition:
     def _nprobe(self) -> int:
         return self.nprobe or max(32, self.nlist // 16)
 
+    def _far_nprobe(self) -> int:
+        """Half the lists of the nearest search: the farthest learnwares found (for the
+        score's maximum) were no farther with more at M = 10^5."""
+        return max(1, self._nprobe() // 2)
+
     # -- changes ------------------------------------------------------------------------------
 
     def _grow(self, needed: int) -> None:
@@ -525,7 +530,7 @@ class _Retrieval:
         p = self.partition
         if self.keep is None and p._far is not None:
             far_query = np.concatenate([-2.0 * self.query, np.ones((1, 1), np.float32)], axis=1)
-            params = faiss.SearchParametersIVF(nprobe=p._nprobe())
+            params = faiss.SearchParametersIVF(nprobe=p._far_nprobe())
             _, found = p._far.search(far_query, k, params=params)
             return found[0][found[0] >= 0].astype(np.int64)
         estimate = self._scan()
