@@ -696,6 +696,28 @@ class Repository:
         )
         return _upload(row) if row else None
 
+    async def _after_lost_race(
+        self,
+        conn: AsyncConnection[Any],
+        exc: psycopg.errors.UniqueViolation | AlreadyExists,
+        request_id: str,
+        kind: UploadKind,
+        sha256: str,
+    ) -> LearnwareRow:
+        """An upload lost a race (its transaction has rolled back). With a request_id, the
+        winner may have been this very request, retried: answer as it did. Otherwise the
+        package (or the id) is taken: ALREADY_EXISTS naming who holds it."""
+        if request_id:
+            upload = await self._find_upload(conn, request_id)
+            if upload is not None:
+                return await self._replay(conn, upload, kind, sha256)
+        if isinstance(exc, AlreadyExists):
+            raise exc
+        if exc.diag.constraint_name == "learnwares_live_package_key":
+            taken = await self._package_taken(conn, sha256)
+            raise (taken or AlreadyExists("Learnware", sha256)) from exc
+        raise exc
+
     async def _replay(
         self, conn: AsyncConnection[Any], upload: UploadRow, kind: UploadKind, sha256: str
     ) -> LearnwareRow:
@@ -772,18 +794,9 @@ class Repository:
                     await self._append_event(conn, ChangeType.CREATED, learnware)
                     return learnware
             except (psycopg.errors.UniqueViolation, AlreadyExists) as exc:
-                # Lost a race (the transaction has rolled back). With a request_id, the
-                # winner may have been this very request, retried: answer as it did.
-                if request_id:
-                    upload = await self._find_upload(conn, request_id)
-                    if upload is not None:
-                        return await self._replay(conn, upload, UploadKind.CREATE, package.sha256)
-                if isinstance(exc, AlreadyExists):
-                    raise
-                if exc.diag.constraint_name == "learnwares_live_package_key":
-                    taken = await self._package_taken(conn, package.sha256)
-                    raise (taken or AlreadyExists("Learnware", package.sha256)) from exc
-                raise
+                return await self._after_lost_race(
+                    conn, exc, request_id, UploadKind.CREATE, package.sha256
+                )
 
     async def get_learnware(
         self, learnware_id: str, *, include_deleted: bool = False
@@ -967,18 +980,9 @@ class Repository:
                         ChangeType.UPDATED,
                     )
             except (psycopg.errors.UniqueViolation, AlreadyExists) as exc:
-                # Lost a race (the transaction has rolled back). With a request_id, the
-                # winner may have been this very request, retried: answer as it did.
-                if request_id:
-                    upload = await self._find_upload(conn, request_id)
-                    if upload is not None:
-                        return await self._replay(conn, upload, UploadKind.REPLACE, package.sha256)
-                if isinstance(exc, AlreadyExists):
-                    raise
-                if exc.diag.constraint_name == "learnwares_live_package_key":
-                    taken = await self._package_taken(conn, package.sha256)
-                    raise (taken or AlreadyExists("Learnware", package.sha256)) from exc
-                raise
+                return await self._after_lost_race(
+                    conn, exc, request_id, UploadKind.REPLACE, package.sha256
+                )
 
     async def set_state(
         self,
