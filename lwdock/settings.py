@@ -87,8 +87,10 @@ class Settings(BaseSettings):
 
     # search_service: directory of the index snapshot; unset = `home`/search.
     search_snapshot_dir: Path | None = None
-    # search_service: random-Fourier-feature dimension of the index (with the seed, its version).
+    # search_service: random-Fourier-feature dimensions of the index (with the seed, its
+    # version): FAISS vectors, and the fine embedding that re-scores FAISS's candidates.
     search_embedding_dimension: int = 256
+    search_rescore_dimension: int = 1024
 
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.home / "blobs"

@@ -17,11 +17,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lwdock.errors import InvalidArgument
-from lwdock.rkme.embedding import rff_embedding
+from lwdock.rkme.embedding import MAX_DIMENSION
 from lwdock.rkme.kernel import inner_product
 from lwdock.rkme.spec import RKMESpec, SpecType
-from search_service.mixture import DEFAULT_MAX_MIXTURE, greedy_mixture
-from search_service.partition import FLAT_MAX, Partition, UserSpec, partition_key
+from search_service.mixture import DEFAULT_MAX_MIXTURE, Screen, greedy_mixture
+from search_service.partition import (
+    EXACT_MIN,
+    FLAT_MAX,
+    RESCORE_DIMENSION,
+    Partition,
+    PartitionKey,
+    Ranked,
+    UserSpec,
+    partition_key,
+)
 from search_service.rwlock import ReadWriteLock
 from search_service.scoring import DistanceSummary, reference_score, similarity
 from search_service.semantic import (
@@ -34,8 +43,8 @@ from search_service.semantic import (
 
 DEFAULT_EMBEDDING_DIMENSION = 256
 DEFAULT_EMBEDDING_SEED = 0
-# Learnwares re-ranked exactly per query (at least the page and the mixture's candidates).
-DEFAULT_CANDIDATES = 40
+# Learnwares re-ranked exactly per query, at least (the page and EXACT_EXTRA more, at least).
+DEFAULT_CANDIDATES = EXACT_MIN
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
 
@@ -88,6 +97,7 @@ class SearchResult:
 class SearchIndex:
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
     embedding_seed: int = DEFAULT_EMBEDDING_SEED
+    rescore_dimension: int = RESCORE_DIMENSION
     candidates: int = DEFAULT_CANDIDATES
     flat_max: int = FLAT_MAX
     records: dict[str, SemanticRecord] = field(default_factory=dict)
@@ -100,6 +110,14 @@ class SearchIndex:
     changes: int = 0  # applied changes, for snapshots
     # Searches read together (threads); changes write alone.
     lock: ReadWriteLock = field(default_factory=ReadWriteLock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.embedding_dimension <= self.rescore_dimension <= MAX_DIMENSION:
+            raise InvalidArgument.for_field(
+                "search_rescore_dimension",
+                f"the embedding dimensions must satisfy 1 <= FAISS ({self.embedding_dimension})"
+                f" <= re-scoring ({self.rescore_dimension}) <= {MAX_DIMENSION}",
+            )
 
     @property
     def learnware_count(self) -> int:
@@ -118,11 +136,18 @@ class SearchIndex:
         name = str(key)
         partition = self.partitions.get(name)
         if partition is None:
-            partition = Partition(
-                key, self.embedding_dimension, self.embedding_seed, flat_max=self.flat_max
-            )
+            partition = self.new_partition(key)
             self.partitions[name] = partition
         return partition
+
+    def new_partition(self, key: PartitionKey) -> Partition:
+        return Partition(
+            key,
+            self.embedding_dimension,
+            self.embedding_seed,
+            flat_max=self.flat_max,
+            rescore_dimension=self.rescore_dimension,
+        )
 
     def remove(self, learnware_id: str) -> bool:
         with self.lock.writing():
@@ -256,23 +281,35 @@ class SearchIndex:
             )
         user = UserSpec(spec, user_self)
         if partition.key.embeddable:
-            user.vector = rff_embedding(spec, self.embedding_dimension, self.embedding_seed)
-        mixture_pool = request.max_mixture**2 if request.max_mixture > 1 else 0
-        wanted = max(self.candidates, request.offset + page_size, mixture_pool)
-        ranked = partition.search(user, keep, candidates=wanted, needed=request.offset + page_size)
+            user.fine, user.vector = partition.user_vectors(spec)
+        # The mixture's candidates are the max_mixture^2 best singles (as the reference's):
+        # those are ranked exactly too (their order within the pool does not matter).
+        pool_size = request.max_mixture**2 if request.max_mixture > 1 and not request.offset else 0
+        ranked = partition.search(
+            user,
+            keep,
+            needed=request.offset + page_size,
+            pool=pool_size,
+            exact_min=self.candidates,
+        )
         summary = DistanceSummary(ranked.minimum, ranked.maximum, ranked.mean, ranked.count)
 
         mixture: MixtureHit | None = None
         mix = None
-        if mixture_pool and ranked.mmd2.size > 1 and ranked.mmd2[0] > 0 and request.offset == 0:
-            pool = ranked.slots[:mixture_pool]
+        if pool_size and ranked.mmd2.size > 1 and ranked.mmd2[0] > 0:
+            pool, known = _mixture_pool(ranked, pool_size)
+            screen = None
+            if partition.key.embeddable:
+                assert user.fine is not None
+                screen = Screen(partition.fine_values(pool), user.fine)
             mix = greedy_mixture(
-                ranked.cross[:mixture_pool],
                 partition.self_products[pool],
-                lambda i: partition.gram_row(int(pool[i]), pool),
+                lambda positions: partition.exact_cross(user, pool[positions]),
+                lambda i, positions: partition.gram_row(int(pool[i]), pool[positions]),
                 user_self,
                 max_members=request.max_mixture,
-                gram_entries=lambda i, positions: partition.gram_row(int(pool[i]), pool[positions]),
+                known_cross=known,
+                screen=screen,
             )
             if mix is not None and len(mix.members) > 1:
                 summary = summary.with_distance(mix.mmd2)
@@ -300,7 +337,7 @@ class SearchIndex:
             best_single = reference_score(float(ranked.mmd2[0]), summary)
             if int(100 * score) != int(100 * best_single):
                 mixture = MixtureHit(
-                    learnware_ids=tuple(partition.ids[ranked.slots[i]] or "" for i in mix.members),
+                    learnware_ids=tuple(partition.ids[pool[i]] or "" for i in mix.members),
                     weights=mix.weights,
                     mmd2=mix.mmd2,
                     score=score,
@@ -334,6 +371,17 @@ class SearchIndex:
         if query.text.strip():
             kept = [(i, self.records[i]) for i, _ in match_text(query.text, kept)]
         return np.array(sorted(partition.slot_of[i] for i, _ in kept), dtype=np.int64)
+
+
+def _mixture_pool(ranked: Ranked, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mixture's candidates: the `size` nearest learnwares by exact squared MMD where
+    known, else by the fine-embedding estimate; with their exact cross terms (NaN where not
+    computed)."""
+    slots = np.concatenate([ranked.slots, ranked.rest])
+    distance = np.concatenate([ranked.mmd2, ranked.rest_estimate])
+    cross = np.concatenate([ranked.cross, np.full(ranked.rest.size, np.nan)])
+    order = np.argsort(distance, kind="stable")[:size]
+    return slots[order], cross[order]
 
 
 def _no_semantic_match(query: SemanticQuery, total: int) -> str:

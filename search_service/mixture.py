@@ -1,13 +1,17 @@
 """Greedy mixture search, as the reference's `greedy` method (REFERENCE.md §7.5).
 
 Over candidates l_1..l_n with cross terms C_i = <u, l_i> and Gram matrix K_ij = <l_i, l_j>:
-at each step try every unused candidate c, solve the simplex QP
+at each step try the unused candidates c, solve the simplex QP
 min_w 1/2 w^T K_S w - C_S^T w (w >= 0, sum w = 1) on S + {c}, whose squared MMD is
 <u, u> + w^T K_S w - 2 C_S^T w; take the best c and accept it when it lowers the mixture's
 squared MMD to at most 95% of the current one (the first, the nearest single, is always
-accepted); stop otherwise. Only the rows of accepted members are ever computed (the diagonal
-<l_i, l_i> is known, entries between members are taken from the earlier member's row, and the
-last possible member needs none), as the reference caches them.
+accepted); stop otherwise.
+
+Exact cross terms and Gram entries are computed only where a QP needs them, and kept. With a
+`Screen` (embeddings of the user and of the candidates), each step first solves every
+candidate's QP on the embeddings' inner products (a few microseconds each) and then only
+the `verify` best of those exactly; the accepted member, its weights and the mixture's
+squared MMD are always exact. Without one, every candidate is solved exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from lwdock.rkme.fit import QP_RIDGE, solve_simplex_qp
 
 DECAY_RATE = 0.95
 DEFAULT_MAX_MIXTURE = 5
+VERIFY = 3  # candidates per step solved exactly after screening
 
 
 @dataclass(frozen=True)
@@ -32,114 +37,170 @@ class Mixture:
     self_product: float  # <mixture, mixture>
 
 
-def _step(
+@dataclass(frozen=True)
+class Screen:
+    """Embeddings whose inner products estimate the kernel's: the candidates' [n, D] and
+    the user's [D]."""
+
+    vectors: np.ndarray
+    user: np.ndarray
+
+
+def _evaluate(
     members: list[int],
-    rows: np.ndarray,
+    gram_matrix: np.ndarray,
     cross: np.ndarray,
-    diagonal: np.ndarray,
     user_self: float,
     candidates: np.ndarray,
-) -> tuple[float, int, np.ndarray]:
-    """The best candidate to add: (its mixture's squared MMD, candidate, weights).
+    solve_constrained: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each candidate's mixture with the members: (squared MMD, inf where pruned; weights
+    [n, k + 1], the members' first; a ranking key, the squared MMD or, where pruned, its
+    lower bound).
 
-    The equality-constrained QPs of every candidate are solved in one batch; where a weight
-    comes out <= 0 the simplex QP is solved exactly (active set) for that candidate."""
+    The equality-constrained QP (sum w = 1, no signs) of every candidate is solved in closed
+    form at once: the members' block A = K_S + ridge I is inverted once and each candidate's
+    bordered matrix [[A, g], [g^T, h]] through its Schur complement h - g^T A^-1 g. Where a
+    weight comes out <= 0 the simplex QP is solved exactly (active set) for that candidate.
+    Without the sign constraints the QP's value is a lower bound: a candidate whose bound
+    cannot beat the best exact value needs no exact solve; those are solved in the order of
+    their bounds, the best value so far pruning the rest. Without `solve_constrained`
+    (screening) none is solved: such a candidate's key is its lower bound."""
     k = len(members)
-    if k == 0:
-        mmd2 = user_self + diagonal[candidates] - 2.0 * cross[candidates]
-        best = int(np.argmin(mmd2))
-        return float(mmd2[best]), int(candidates[best]), np.ones(1)
     n = candidates.size
+    diagonal = gram_matrix[candidates, candidates]
+    if k == 0:
+        mmd2 = user_self + diagonal - 2.0 * cross[candidates]
+        return mmd2, np.ones((n, 1)), mmd2
     index = np.asarray(members)
-    gram = np.empty((n, k + 1, k + 1))
-    gram[:, :k, :k] = rows[:, index]
-    gram[:, :k, k] = rows[:, candidates].T
-    gram[:, k, :k] = rows[:, candidates].T
-    gram[:, k, k] = diagonal[candidates]
-    c = np.empty((n, k + 1))
-    c[:, :k] = cross[index]
-    c[:, k] = cross[candidates]
-    hessian = gram + QP_RIDGE * np.eye(k + 1)
-    try:
-        solved = np.linalg.solve(hessian, np.stack([c, np.ones_like(c)], axis=2))
-        u, v = solved[..., 0], solved[..., 1]
+    block = gram_matrix[index][:, index]
+    between = gram_matrix[index][:, candidates]  # g of each candidate, [k, n]
+    c_members, c_candidates = cross[index], cross[candidates]
+    with np.errstate(all="ignore"):
+        inverse = np.linalg.inv(block + QP_RIDGE * np.eye(k))
+        projected = inverse @ between  # A^-1 g, [k, n]
+        schur = diagonal + QP_RIDGE - np.einsum("kn,kn->n", between, projected)
+
+        def solve(r_members: np.ndarray, r_candidates: np.ndarray) -> np.ndarray:
+            """H^-1 [r_members; r_candidate] for every candidate, [n, k + 1]."""
+            base = inverse @ r_members
+            last = (r_candidates - projected.T @ r_members) / schur
+            return np.concatenate([base[None, :] - projected.T * last[:, None], last[:, None]], 1)
+
+        u = solve(c_members, c_candidates)
+        v = solve(np.ones(k), np.ones(n))
         weights = u - ((u.sum(axis=1) - 1.0) / v.sum(axis=1))[:, None] * v
-        free = np.all(weights > 0.0, axis=1) & np.all(np.isfinite(weights), axis=1)
-    except np.linalg.LinAlgError:
-        weights = np.zeros((n, k + 1))
-        free = np.zeros(n, dtype=bool)
-
-    def objective(w: np.ndarray) -> np.ndarray:
-        return user_self + np.einsum("ni,nij,nj->n", w, gram, w) - 2.0 * np.einsum("ni,ni->n", c, w)
-
-    mmd2 = objective(weights)
-    # Without the sign constraints the QP's value is a lower bound: a candidate whose bound
-    # cannot beat the best exact value needs no exact solve.
-    # Those are solved in the order of their bounds, the best value so far pruning the rest.
-    best = float(mmd2[free].min()) if free.any() else np.inf
+        mmd2 = _objective(weights, block, between, diagonal, c_members, c_candidates, user_self)
+    free = np.all(weights > 0.0, axis=1) & np.isfinite(mmd2)
+    key = np.where(np.isfinite(mmd2), mmd2, -np.inf)
     constrained = np.flatnonzero(~free)
-    bounds = np.where(np.isfinite(mmd2[constrained]), mmd2[constrained], -np.inf)
-    for i in constrained[np.argsort(bounds, kind="stable")].tolist():
-        if np.isfinite(mmd2[i]) and mmd2[i] >= best:
+    if not solve_constrained:
+        mmd2[constrained] = np.inf
+        return mmd2, weights, key
+    best = float(mmd2[free].min()) if free.any() else np.inf
+    for i in constrained[np.argsort(key[constrained], kind="stable")].tolist():
+        if key[i] >= best:
             mmd2[i] = np.inf
             continue
-        weights[i] = solve_simplex_qp(gram[i], c[i])
-        mmd2[i] = objective(weights[i : i + 1])[0]
+        gram = np.empty((k + 1, k + 1))
+        gram[:k, :k] = block
+        gram[:k, k] = gram[k, :k] = between[:, i]
+        gram[k, k] = diagonal[i]
+        c = np.append(c_members, c_candidates[i])
+        weights[i] = solve_simplex_qp(gram, c)
+        mmd2[i] = key[i] = user_self + weights[i] @ gram @ weights[i] - 2.0 * c @ weights[i]
         best = min(best, float(mmd2[i]))
-    best = int(np.argmin(mmd2))
-    return float(mmd2[best]), int(candidates[best]), weights[best]
+    return mmd2, weights, key
+
+
+def _objective(
+    weights: np.ndarray,
+    block: np.ndarray,
+    between: np.ndarray,
+    diagonal: np.ndarray,
+    c_members: np.ndarray,
+    c_candidates: np.ndarray,
+    user_self: float,
+) -> np.ndarray:
+    """<u,u> + w^T K w - 2 c^T w for each candidate's weights (members first)."""
+    w_members, w_last = weights[:, :-1], weights[:, -1]
+    quadratic = (
+        np.einsum("nk,nk->n", w_members @ block, w_members)
+        + 2.0 * w_last * np.einsum("nk,kn->n", w_members, between)
+        + w_last * w_last * diagonal
+    )
+    linear = w_members @ c_members + w_last * c_candidates
+    return user_self + quadratic - 2.0 * linear
 
 
 def greedy_mixture(
-    cross: np.ndarray,
     diagonal: np.ndarray,
-    gram_row: Callable[[int], np.ndarray],
+    cross: Callable[[np.ndarray], np.ndarray],
+    gram_entries: Callable[[int, np.ndarray], np.ndarray],
     user_self: float,
     max_members: int = DEFAULT_MAX_MIXTURE,
     decay_rate: float = DECAY_RATE,
-    gram_entries: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    *,
+    known_cross: np.ndarray | None = None,
+    screen: Screen | None = None,
+    verify: int = VERIFY,
 ) -> Mixture | None:
-    """`gram_row(i)` = <l_i, l_j> for every candidate j; `gram_entries(i, js)`, when given,
-    = <l_i, l_j> for the candidates j in `js` only (what is computed). None without
-    candidates."""
-    if gram_entries is None:
-
-        def gram_entries(i: int, positions: np.ndarray) -> np.ndarray:
-            return np.asarray(gram_row(i), dtype=np.float64)[positions]
-
-    count = cross.shape[0]
+    """Over n candidates with exact <l_i, l_i> = `diagonal`: `cross(positions)` = exact
+    <u, l_i>, `gram_entries(i, positions)` = exact <l_i, l_j>; `known_cross` holds the exact
+    cross terms already computed (NaN elsewhere). None without candidates."""
+    count = diagonal.shape[0]
     if count == 0 or max_members < 1:
         return None
+    exact_cross = (
+        np.full(count, np.nan) if known_cross is None else np.array(known_cross, dtype=float)
+    )
+    exact_gram = np.full((count, count), np.nan)
+    exact_gram[np.diag_indices(count)] = diagonal
+
+    def need(members: list[int], positions: np.ndarray) -> None:
+        missing = positions[np.isnan(exact_cross[positions])]
+        if missing.size:
+            exact_cross[missing] = cross(missing)
+        for member in members:
+            missing = positions[np.isnan(exact_gram[member, positions])]
+            if missing.size:
+                values = np.asarray(gram_entries(member, missing), dtype=np.float64)
+                exact_gram[member, missing] = values
+                exact_gram[missing, member] = values
+
+    if screen is not None:
+        vectors = np.asarray(screen.vectors, dtype=np.float64)
+        user = np.asarray(screen.user, dtype=np.float64)
+        estimated = (vectors @ vectors.T, vectors @ user, float(user @ user))
+
     members: list[int] = []
-    rows = np.zeros((0, count))
     weights = np.ones(0)
     best_mmd2: float | None = None
     used = np.zeros(count, dtype=bool)
     for _ in range(min(max_members, count)):
         unused = np.flatnonzero(~used)
-        mmd2, candidate, w = _step(members, rows, cross, diagonal, user_self, unused)
-        if best_mmd2 is not None and mmd2 > decay_rate * best_mmd2:
+        tried = unused
+        if screen is not None and unused.size > verify:
+            if not members and not np.isnan(exact_cross[unused]).all():
+                tried = unused[~np.isnan(exact_cross[unused])]  # the nearest single is known
+            else:
+                _, _, key = _evaluate(members, *estimated[:2], estimated[2], unused, False)
+                tried = unused[np.argsort(key, kind="stable")[:verify]]
+        need(members, tried)
+        mmd2, solved, _ = _evaluate(members, exact_gram, exact_cross, user_self, tried)
+        pick = int(np.argmin(mmd2))
+        if best_mmd2 is not None and mmd2[pick] > decay_rate * best_mmd2:
             break
-        # The row's entries for earlier members are theirs (symmetry); the last member's row
-        # is needed only there.
-        row = np.empty(count)
-        if len(members) + 1 < min(max_members, count):
-            positions = unused[unused != candidate]
-            row[positions] = np.asarray(gram_entries(candidate, positions), dtype=np.float64)
-        if members:
-            row[members] = rows[:, candidate]
-        row[candidate] = diagonal[candidate]
-        members.append(candidate)
-        used[candidate] = True
-        rows = np.vstack([rows, row])
-        weights, best_mmd2 = w, mmd2
+        members.append(int(tried[pick]))
+        used[tried[pick]] = True
+        weights, best_mmd2 = solved[pick], float(mmd2[pick])
     assert best_mmd2 is not None
     index = np.asarray(members)
-    gram = rows[:, index]
+    gram = exact_gram[np.ix_(index, index)]
     return Mixture(
         members=tuple(members),
         weights=tuple(float(x) for x in weights),
         mmd2=best_mmd2,
-        cross=float(cross[index] @ weights),
+        cross=float(exact_cross[index] @ weights),
         self_product=float(weights @ gram @ weights),
     )

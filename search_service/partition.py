@@ -2,19 +2,28 @@
 
 Table and text specs (Gaussian kernel) are embedded with random Fourier features
 (`lwdock.rkme.embedding.rff_embeddings`, one seed for the whole suite), so that the squared
-L2 distance between two embeddings estimates their squared MMD. FAISS retrieves candidates
-from those vectors: an exact flat index (`IDMap2,Flat`) up to `flat_max` learnwares, an
-inverted-file index (`IVF<nlist>,Flat`, nlist = sqrt(n), retrained when the partition has
-grown fourfold) beyond. The candidates' reduced sets (float32 z, float64 beta) are then
-re-ranked with the exact squared MMD in float64: <u,u> - 2 <u,l> + <l,l>, with <l,l>
-computed once at insert.
+L2 distance between two embeddings estimates their squared MMD. Each learnware keeps two:
+a fine embedding of `rescore_dimension` (1,024) features, stored as int8 codes with one
+float32 scale per learnware (1 KiB; the quantisation error is far below the embedding's own),
+and the FAISS vector: the first `embedding_dimension` (256) features of the stored fine
+embedding, scaled (a prefix of random features is itself a random-feature embedding, with a
+larger error).
+
+A search: FAISS retrieves candidates by the FAISS vectors (an exact scan while the partition
+holds up to `flat_max` learnwares; beyond, an inverted file `IVF<sqrt n>,SQ8`, retrained when
+the partition has grown fourfold); the fine embeddings re-score them; the best of those are
+re-ranked with the exact squared MMD of their reduced sets (float32 z, float64 beta, float64
+arithmetic): <u,u> - 2 <u,l> + <l,l>, with <l,l> computed once at insert. While the embedding
+error (measured on the exactly ranked: mean `shift`, spread `sigma`) could hide one of the
+needed results among the others, those are ranked exactly too (fine estimate within
+`ERROR_MARGIN` sigma) and the retrieval is widened (FAISS distance within the margin).
 
 The reference score needs the minimum, mean and maximum distance over the filtered set: the
 minimum is the exact best candidate; the mean is <u,u> - 2 mean<u,l> + mean<l,l>, with
-mean<l,l> exact (a running sum) and mean<u,l> estimated from the running sum of embeddings
-(exact when every filtered learnware was re-ranked); the maximum is the exact distance of the
-farthest learnwares found by a farthest-neighbour query (a scan of the embeddings while the
-partition is flat; an inner-product IVF index over [v, |v|^2], scalar-quantised, beyond).
+mean<l,l> exact (a running sum) and mean<u,l> estimated from the running sum of fine
+embeddings (exact when every filtered learnware was re-ranked); the maximum is the exact
+distance of the farthest learnwares found: by a scan of the FAISS vectors while the partition
+is flat (or filtered), among the `FAR_POOL` learnwares of largest <l,l> under IVF.
 
 Image specs have no Gaussian kernel: their partition keeps the specs and scans them exactly.
 """
@@ -36,11 +45,18 @@ FLAT_MAX = 32_768  # learnwares per partition before FAISS switches to IVF
 IVF_REGROW = 4  # retrain the IVF index when the partition has grown this many times
 KMEANS_ITERATIONS = 10
 TRAIN_POINTS_PER_LIST = 40
-FAR_CANDIDATES = 8  # farthest learnwares re-ranked exactly for the score's maximum
+RESCORE_DIMENSION = 1024  # features of the fine embedding (int8 codes, 1 KiB a learnware)
+RESCORE_MIN = 200  # learnwares retrieved by FAISS and re-scored with the fine embedding
+EXACT_MIN = 20  # learnwares re-ranked exactly per search, at least
+EXACT_EXTRA = 10  # ... and at least this many beyond the results needed
+FAR_CANDIDATES = 2  # farthest learnwares re-ranked exactly for the score's maximum
+FAR_POOL = 256  # IVF: learnwares of largest <l, l> among which the farthest are sought
+IVF_CODES = "SQ8"  # FAISS vectors in IVF lists: 8-bit scalar quantised (re-scored anyway)
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
-ERROR_MARGIN = 4.0  # in standard deviations of the measured embedding error
-NEAREST_PREFETCH = 16  # an IVF search fetches this many times the first retrieval
-_CHUNK_POINTS = 200_000  # reduced-set points per exact kernel block
+ERROR_MARGIN = 3.0  # in standard deviations of the measured embedding error
+POOL_MARGIN = 1.0  # the same for the mixture's candidates (only which ones, not their order)
+_SELF_PRODUCT_POINTS = 200_000  # self inner products: kernel entries per batch / 16
+_BLOCK_POINTS = 1024  # reduced-set points per exact kernel block (100 x 1024 float64: 800 KiB)
 # The factored kernel is used while gamma (|a|^2 + |b|^2) stays below this (e^600 is finite).
 _FACTORED_LIMIT = 600.0
 
@@ -92,7 +108,8 @@ class UserSpec:
 
     spec: RKMESpec
     self_product: float
-    vector: np.ndarray | None = None  # float32 [D], for embeddable partitions
+    fine: np.ndarray | None = None  # float32 [rescore_dimension], embeddable partitions
+    vector: np.ndarray | None = None  # float32 [embedding_dimension]: the FAISS query
 
     @property
     def z(self) -> np.ndarray:
@@ -105,7 +122,8 @@ class UserSpec:
 
 @dataclass
 class Ranked:
-    """Exactly re-ranked candidates of one partition search, best first."""
+    """One partition search: the exactly re-ranked learnwares, best first, and the others
+    retrieved (ranked by their fine-embedding estimate) for the mixture's candidates."""
 
     slots: np.ndarray  # int64
     mmd2: np.ndarray  # float64
@@ -114,6 +132,8 @@ class Ranked:
     maximum: float
     mean: float
     count: int  # learnwares that passed the filters
+    rest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    rest_estimate: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -123,6 +143,7 @@ class Partition:
     embedding_seed: int
     flat_max: int = FLAT_MAX
     nprobe: int = 0  # 0 = automatic
+    rescore_dimension: int = RESCORE_DIMENSION
     ids: list[str | None] = field(default_factory=list)
     slot_of: dict[str, int] = field(default_factory=dict)
     points: list[np.ndarray | None] = field(default_factory=list)
@@ -132,19 +153,29 @@ class Partition:
     free: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        dim = self.embedding_dimension if self.key.embeddable else 0
-        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        embeddable = self.key.embeddable
+        if embeddable and not 1 <= self.embedding_dimension <= self.rescore_dimension:
+            raise ValueError(
+                f"embedding dimension {self.embedding_dimension} must be in "
+                f"[1, rescore dimension {self.rescore_dimension}]"
+            )
+        dim = self.embedding_dimension if embeddable else 0
+        fine_dim = self.rescore_dimension if embeddable else 0
+        self.vectors = np.zeros((0, dim), dtype=np.float32)  # FAISS vectors
         self.vector_norms = np.zeros(0, dtype=np.float32)  # |v|^2
+        self.fine = np.zeros((0, fine_dim), dtype=np.int8)  # codes; value = code x scale
+        self.fine_scales = np.zeros(0, dtype=np.float32)
+        self.fine_norms = np.zeros(0, dtype=np.float32)
         self.self_products = np.zeros(0)
         self.alive = np.zeros(0, dtype=bool)
-        self.vector_sum = np.zeros(dim)
+        self.fine_sum = np.zeros(fine_dim)
         self.self_product_sum = 0.0
         self.point_bytes = 0
         self._near: faiss.Index | None = None
-        self._far: faiss.Index | None = None
+        self._far_pool: np.ndarray | None = None
         self._trained_at = 0
         self.nlist = 0
-        if self.key.embeddable:
+        if embeddable:
             self._near = faiss.index_factory(dim, "IDMap2,Flat")
 
     # -- size and stats -----------------------------------------------------------------------
@@ -158,7 +189,7 @@ class Partition:
         if not self.key.embeddable:
             return "ExactScan"
         if self.nlist:
-            return f"IVF{self.nlist},Flat(nprobe={self._nprobe()})"
+            return f"IVF{self.nlist},{IVF_CODES}(nprobe={self._nprobe()})"
         return "IDMap2,Flat"
 
     @property
@@ -167,18 +198,43 @@ class Partition:
         alive = self.count
         total = self.point_bytes + self.self_products.nbytes + self.alive.nbytes
         if self.key.embeddable:
-            total += self.vectors.nbytes + alive * self.embedding_dimension * 4
-            if self._far is not None:
-                total += alive * (self.embedding_dimension + 1)
+            code_bytes = 1 if self.nlist else 4  # IVF: SQ8 codes; flat: float32
+            total += self.vectors.nbytes + alive * self.embedding_dimension * code_bytes
+            total += self.fine.nbytes + self.fine_scales.nbytes + self.fine_norms.nbytes
+            total += self.vector_norms.nbytes
         return total
+
+    def far_pool(self) -> np.ndarray:
+        """The FAR_POOL live slots of largest <l, l> (cached until the partition changes)."""
+        if self._far_pool is None:
+            slots = self.live_slots()
+            if slots.size > FAR_POOL:
+                largest = np.argpartition(-self.self_products[slots], FAR_POOL - 1)[:FAR_POOL]
+                slots = np.sort(slots[largest])
+            self._far_pool = slots
+        return self._far_pool
 
     def _nprobe(self) -> int:
         return self.nprobe or max(32, self.nlist // 16)
 
-    def _far_nprobe(self) -> int:
-        """Half the lists of the nearest search: the farthest learnwares found (for the
-        score's maximum) were no farther with more at M = 10^5."""
-        return max(1, self._nprobe() // 2)
+    # -- embeddings ---------------------------------------------------------------------------
+
+    def embed(self, specs: Sequence[RKMESpec]) -> np.ndarray:
+        """Fine embeddings, float32 [n, rescore_dimension]."""
+        return rff_embeddings(specs, self.rescore_dimension, self.embedding_seed)
+
+    def faiss_vectors(self, fine: np.ndarray) -> np.ndarray:
+        """The FAISS vectors of fine embeddings: their first embedding_dimension features,
+        scaled by sqrt(rescore / embedding dimension) (a random-feature embedding of that
+        dimension), float32."""
+        scale = math.sqrt(self.rescore_dimension / self.embedding_dimension)
+        prefix = np.asarray(fine, dtype=np.float32)[..., : self.embedding_dimension]
+        return np.ascontiguousarray(prefix * np.float32(scale))
+
+    def user_vectors(self, spec: RKMESpec) -> tuple[np.ndarray, np.ndarray]:
+        """(fine embedding, FAISS vector) of a user's spec."""
+        fine = self.embed([spec])[0]
+        return fine, self.faiss_vectors(fine)
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -187,14 +243,20 @@ class Partition:
         if needed <= capacity:
             return
         new = max(needed, 2 * capacity, 64)
-        vectors = np.zeros((new, self.vectors.shape[1]), dtype=np.float32)
-        vectors[:capacity] = self.vectors
-        self.vectors = vectors
-        self.vector_norms = np.concatenate(
-            [self.vector_norms, np.zeros(new - capacity, dtype=np.float32)]
-        )
-        self.self_products = np.concatenate([self.self_products, np.zeros(new - capacity)])
-        self.alive = np.concatenate([self.alive, np.zeros(new - capacity, dtype=bool)])
+        extra = new - capacity
+
+        def grown(array: np.ndarray) -> np.ndarray:
+            bigger = np.zeros((new, *array.shape[1:]), dtype=array.dtype)
+            bigger[:capacity] = array
+            return bigger
+
+        self.vectors = grown(self.vectors)
+        self.fine = grown(self.fine)
+        self.vector_norms = np.concatenate([self.vector_norms, np.zeros(extra, np.float32)])
+        self.fine_norms = np.concatenate([self.fine_norms, np.zeros(extra, np.float32)])
+        self.fine_scales = np.concatenate([self.fine_scales, np.zeros(extra, np.float32)])
+        self.self_products = np.concatenate([self.self_products, np.zeros(extra)])
+        self.alive = np.concatenate([self.alive, np.zeros(extra, dtype=bool)])
 
     def _take_slot(self) -> int:
         if self.free:
@@ -210,11 +272,12 @@ class Partition:
     def add_many(
         self,
         items: Sequence[tuple[str, RKMESpec]],
-        vectors: np.ndarray | None = None,
+        fine: np.ndarray | FineCodes | None = None,
         self_products: np.ndarray | None = None,
     ) -> None:
-        """Insert or replace learnwares. `vectors` / `self_products` may be given (a snapshot,
-        a bulk build); otherwise they are computed here."""
+        """Insert or replace learnwares. `fine` (fine embeddings, or their codes) and
+        `self_products` may be given (a snapshot, a bulk build); otherwise they are computed
+        here."""
         for learnware_id, _ in items:
             self.remove(learnware_id)
         if not items:
@@ -226,8 +289,8 @@ class Partition:
                 if self.key.embeddable
                 else np.array([inner_product(s, s) for s in specs])
             )
-        if self.key.embeddable and vectors is None:
-            vectors = rff_embeddings(specs, self.embedding_dimension, self.embedding_seed)
+        if self.key.embeddable and fine is None:
+            fine = self.embed(specs)
         slots = np.array([self._take_slot() for _ in items], dtype=np.int64)
         self._grow(int(slots.max()) + 1)
         for slot, (learnware_id, spec) in zip(slots.tolist(), items, strict=True):
@@ -243,40 +306,43 @@ class Partition:
                 self.specs[slot] = spec
                 self.point_bytes += spec.z.nbytes + spec.beta.nbytes
         self.alive[slots] = True
+        self._far_pool = None
         self.self_products[slots] = self_products
         self.self_product_sum += float(np.sum(self_products))
         if self.key.embeddable:
-            assert vectors is not None and self._near is not None
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            assert fine is not None and self._near is not None
+            codes = fine if isinstance(fine, FineCodes) else FineCodes.quantize(fine)
+            stored = codes.values()  # what is stored is what is measured
+            self.fine[slots] = codes.codes
+            self.fine_scales[slots] = codes.scales
+            self.fine_norms[slots] = np.einsum("ij,ij->i", stored, stored)
+            self.fine_sum += stored.sum(axis=0, dtype=np.float64)
+            vectors = self.faiss_vectors(stored)
             self.vectors[slots] = vectors
             self.vector_norms[slots] = np.einsum("ij,ij->i", vectors, vectors)
-            self.vector_sum += vectors.sum(axis=0, dtype=np.float64)
             if self._needs_rebuild():
                 self._rebuild()
             else:
                 self._near.add_with_ids(vectors, slots)
-                if self._far is not None:
-                    self._far.add_with_ids(_augmented(vectors), slots)
 
     def remove(self, learnware_id: str) -> bool:
         slot = self.slot_of.pop(learnware_id, None)
         if slot is None:
             return False
         self.alive[slot] = False
+        self._far_pool = None
         self.self_product_sum -= float(self.self_products[slot])
         self.ids[slot] = None
         self.languages[slot] = frozenset()
         if self.key.embeddable:
             assert self._near is not None
-            self.vector_sum -= self.vectors[slot]
+            self.fine_sum -= self.fine_values(np.array([slot]))[0].astype(np.float64)
             points, beta = self.points[slot], self.betas[slot]
             assert points is not None and beta is not None
             self.point_bytes -= points.nbytes + beta.nbytes
             self.points[slot] = self.betas[slot] = None
             ids = np.array([slot], dtype=np.int64)
             self._near.remove_ids(ids)
-            if self._far is not None:
-                self._far.remove_ids(ids)
         else:
             spec = self.specs[slot]
             assert spec is not None
@@ -284,7 +350,7 @@ class Partition:
             self.specs[slot] = None
         self.free.append(slot)
         if not self.slot_of:  # keep the sums exact when the partition empties
-            self.vector_sum[:] = 0.0
+            self.fine_sum[:] = 0.0
             self.self_product_sum = 0.0
         return True
 
@@ -301,7 +367,7 @@ class Partition:
         dim = self.embedding_dimension
         n = slots.size
         if n <= self.flat_max:
-            self.nlist, self._far, self._trained_at = 0, None, 0
+            self.nlist, self._trained_at = 0, 0
             self._near = faiss.index_factory(dim, "IDMap2,Flat")
             self._near.add_with_ids(vectors, slots)
             return
@@ -309,16 +375,13 @@ class Partition:
         rng = np.random.default_rng(self.embedding_seed)
         sample_size = min(n, TRAIN_POINTS_PER_LIST * nlist)
         sample = vectors[np.sort(rng.choice(n, size=sample_size, replace=False))]
-        near = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_L2)
-        far = faiss.index_factory(dim + 1, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
-        for index, data in ((near, sample), (far, _augmented(sample))):
-            ivf = faiss.extract_index_ivf(index)
-            ivf.cp.niter = KMEANS_ITERATIONS
-            ivf.cp.seed = self.embedding_seed
-            index.train(data)
+        near = faiss.index_factory(dim, f"IVF{nlist},{IVF_CODES}", faiss.METRIC_L2)
+        ivf = faiss.extract_index_ivf(near)
+        ivf.cp.niter = KMEANS_ITERATIONS
+        ivf.cp.seed = self.embedding_seed
+        near.train(sample)
         near.add_with_ids(vectors, slots)
-        far.add_with_ids(_augmented(vectors), slots)
-        self._near, self._far, self.nlist, self._trained_at = near, far, nlist, n
+        self._near, self.nlist, self._trained_at = near, nlist, n
 
     def rebuild_if_needed(self) -> None:
         if self.key.embeddable and (self._needs_rebuild() or (self.nlist and self.count == 0)):
@@ -328,6 +391,20 @@ class Partition:
 
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.alive).astype(np.int64)
+
+    def fine_values(self, slots: np.ndarray) -> np.ndarray:
+        """The stored fine embeddings of the slots, float32 [n, rescore_dimension]."""
+        return self.fine[slots].astype(np.float32) * self.fine_scales[slots, None]
+
+    def fine_codes(self, slots: np.ndarray) -> FineCodes:
+        return FineCodes(self.fine[slots], self.fine_scales[slots])
+
+    def fine_estimate(self, user: UserSpec, slots: np.ndarray) -> np.ndarray:
+        """Squared MMD estimated from the fine embeddings, float64."""
+        assert user.fine is not None
+        products = (self.fine[slots].astype(np.float32) @ user.fine) * self.fine_scales[slots]
+        user_norm = float(user.fine.astype(np.float64) @ user.fine)
+        return self.fine_norms[slots] - 2.0 * products.astype(np.float64) + user_norm
 
     def exact_cross(self, user: UserSpec, slots: np.ndarray) -> np.ndarray:
         """<u, l> for each slot, exact, float64 (the learnware's gamma = the partition's)."""
@@ -340,39 +417,13 @@ class Partition:
                 assert spec is not None
                 out[i] = inner_product(spec, user.spec)
             return out
-        zu = user.z.astype(np.float64, copy=False)
-        zu_sq = (zu * zu).sum(axis=1)
-        gamma = self.key.gamma
-        out = np.empty(slots.size)
         order = slots.tolist()
-        start = 0
-        while start < len(order):
-            block: list[int] = []
-            points = 0
-            for slot in order[start:]:
-                block.append(slot)
-                points += self.points[slot].shape[0]  # type: ignore[union-attr]
-                if points >= _CHUNK_POINTS:
-                    break
-            z = np.concatenate([self.points[s] for s in block]).astype(np.float64)  # type: ignore[misc]
-            beta = np.concatenate([self.betas[s] for s in block])  # type: ignore[misc]
-            sizes = np.array([self.points[s].shape[0] for s in block])  # type: ignore[union-attr]
-            z_sq = (z * z).sum(axis=1)
-            if gamma * (float(zu_sq.max()) + float(z_sq.max())) < _FACTORED_LIMIT:
-                # k(a, b) = e^{-g|a|^2} e^{-g|b|^2} e^{2g a.b}: one product, one exp, no
-                # squared-distance matrix; every factor stays within float64's range.
-                products = (2.0 * gamma * zu) @ z.T
-                np.exp(products, out=products)
-                weighted = ((user.beta * np.exp(-gamma * zu_sq)) @ products) * (
-                    beta * np.exp(-gamma * z_sq)
-                )
-            else:
-                sq = zu_sq[:, None] - 2.0 * (zu @ z.T) + z_sq[None, :]
-                weighted = (user.beta @ np.exp(-gamma * sq)) * beta
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-            out[start : start + len(block)] = np.add.reduceat(weighted, starts)
-            start += len(block)
-        return out
+        points = [self.points[s] for s in order]
+        sizes = np.fromiter((p.shape[0] for p in points), dtype=np.int64, count=len(points))  # type: ignore[union-attr]
+        z = np.concatenate(points).astype(np.float64)  # type: ignore[arg-type]
+        beta = np.concatenate([self.betas[s] for s in order])  # type: ignore[misc]
+        weighted = kernel_columns(user.z, user.beta, z, self.key.gamma) * beta
+        return np.add.reduceat(weighted, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
 
     def gram_row(self, slot: int, slots: np.ndarray) -> np.ndarray:
         """<l_slot, l_s> for each s, exact."""
@@ -389,94 +440,180 @@ class Partition:
         user: UserSpec,
         keep: np.ndarray | None,
         *,
-        candidates: int,
         needed: int,
+        pool: int = 0,
+        exact_min: int = EXACT_MIN,
         far_candidates: int = FAR_CANDIDATES,
     ) -> Ranked:
-        """Rank the learnwares (all, or the slots in `keep`) by exact squared MMD.
+        """Rank the learnwares (all, or the slots in `keep`) by exact squared MMD: the first
+        `needed` exactly, with at least max(exact_min, needed + EXACT_EXTRA) ranked exactly.
 
-        The `candidates` nearest by embedding distance are re-ranked exactly. The embedding
-        error is then measured on them (exact minus estimated distance: mean `shift`, spread
-        `sigma`); while a learnware not yet re-ranked could still be among the `needed` best
-        (its estimate + shift is within 4 sigma of the needed-th exact distance), the
-        retrieval is widened (up to `EXTEND_ROUNDS` times, 4x each) and those are re-ranked
-        too."""
+        FAISS retrieves max(RESCORE_MIN, 4 x that) learnwares, the fine embeddings re-score
+        them and the best are ranked exactly. The embedding errors are then measured on them
+        (exact minus estimate: mean `shift`, spread `sigma`, for the fine estimate and for the
+        FAISS one); while a learnware not ranked exactly could still be among the `needed`
+        best (its estimate + shift within ERROR_MARGIN sigma of the needed-th exact
+        distance), it is ranked exactly too, and while one not retrieved could (the last
+        FAISS distance within the margin), the retrieval is widened (up to EXTEND_ROUNDS
+        times, 4x each)."""
         slots = self.live_slots() if keep is None else keep
         count = int(slots.size)
         if count == 0:
             empty = np.zeros(0)
             return Ranked(np.zeros(0, dtype=np.int64), empty, empty, 0.0, 0.0, 0.0, 0)
-        if not self.key.embeddable or count <= candidates:
-            ranked = slots
-            near = slots
-            mean_cross: float | None = None
-            cross = self.exact_cross(user, ranked)
-        else:
-            retrieval = _Retrieval(self, user, keep)
-            near, estimate = retrieval.nearest(candidates)
-            far = retrieval.farthest(far_candidates)
-            mean_cross = retrieval.mean_cross()
-            ranked = np.unique(np.concatenate([near, far]))
-            cross = self.exact_cross(user, ranked)
-            exact_near = (
-                user.self_product
-                - 2.0 * cross[np.searchsorted(ranked, near)]
-                + self.self_products[near]
+        base = max(exact_min, needed + EXACT_EXTRA, pool)
+        if not self.key.embeddable or count <= 2 * base:
+            cross = self.exact_cross(user, slots)
+            mmd2 = user.self_product - 2.0 * cross + self.self_products[slots]
+            order = np.lexsort((slots, mmd2))
+            return Ranked(
+                slots[order],
+                mmd2[order],
+                cross[order],
+                float(mmd2.min()),
+                float(mmd2.max()),
+                float(mmd2.mean()),
+                count,
             )
-            residual = exact_near - estimate
-            shift, sigma = float(residual.mean()), float(residual.std())
-            want = min(needed, exact_near.size)
-            bound = (
-                float(np.partition(exact_near, want - 1)[want - 1]) + ERROR_MARGIN * sigma - shift
+        retrieval = _Retrieval(self, user, keep)
+        k = min(count, max(RESCORE_MIN, 4 * base))
+        found, coarse = retrieval.nearest(k)
+        fine = self.fine_estimate(user, found)
+        first = np.argsort(fine, kind="stable")[:base]
+        exact = _Exact(self, user)
+        exact.add(found[first], fine[first], coarse[first])
+        for _ in range(EXTEND_ROUNDS + 1):
+            limit = exact.limit(needed, pool, "fine")
+            pending = (fine <= limit) & ~exact.has(found)
+            if pending.any():
+                exact.add(found[pending], fine[pending], coarse[pending])
+            widen = (
+                k < count
+                and float(coarse.max()) <= exact.limit(needed, pool, "coarse")
+                and not (keep is None and self.nlist and found.size < k)
             )
-            k = candidates
-            seen = np.zeros(len(self.ids), dtype=bool)  # by slot: re-ranked already
-            seen[ranked] = True
-            for _ in range(EXTEND_ROUNDS):
-                if estimate.size == 0 or float(estimate.max()) > bound or k >= count:
-                    break
-                k = min(4 * k, count)
-                wider, wider_estimate = retrieval.nearest(k)
-                extra = wider[(wider_estimate <= bound) & ~seen[wider]]
-                near, estimate = wider, wider_estimate
-                if extra.size:
-                    seen[extra] = True
-                    ranked = np.concatenate([ranked, extra])
-                    cross = np.concatenate([cross, self.exact_cross(user, extra)])
-        mmd2 = user.self_product - 2.0 * cross + self.self_products[ranked]
-        order = np.lexsort((ranked, mmd2))  # ties: by slot
-        ranked, cross, mmd2 = ranked[order], cross[order], mmd2[order]
+            if not widen:
+                break
+            k = min(4 * k, count)
+            found, coarse = retrieval.nearest(k)
+            fine = self.fine_estimate(user, found)
+        far = retrieval.farthest(far_candidates)
+        far = far[~exact.has(far)]
+        retrieved_max = float(exact.mmd2().max())
+        if far.size:
+            exact.add(far, None, None)
+        ranked, mmd2, cross = exact.ranked()
         minimum, maximum = float(mmd2[0]), float(mmd2.max())
-        if mean_cross is None:  # every filtered learnware was ranked exactly
-            mean = float(mmd2.mean())
-        else:
-            mean_self = (
-                self.self_product_sum / count
-                if keep is None
-                else float(self.self_products[slots].mean())
-            )
-            mean = min(max(user.self_product - 2.0 * mean_cross + mean_self, minimum), maximum)
-        in_near = np.zeros(len(self.ids), dtype=bool)
-        in_near[near] = True
-        in_near = in_near[ranked]
-        is_near = in_near | (mmd2 <= float(mmd2[in_near].max()))
-        return Ranked(ranked[is_near], mmd2[is_near], cross[is_near], minimum, maximum, mean, count)
+        mean_self = (
+            self.self_product_sum / count
+            if keep is None
+            else float(self.self_products[slots].mean())
+        )
+        mean_cross = retrieval.mean_cross()
+        mean = min(max(user.self_product - 2.0 * mean_cross + mean_self, minimum), maximum)
+        listed = mmd2 <= retrieved_max  # far learnwares are listed only where they belong
+        rest = ~exact.has(found)
+        order = np.argsort(fine[rest], kind="stable")
+        return Ranked(
+            ranked[listed],
+            mmd2[listed],
+            cross[listed],
+            minimum,
+            maximum,
+            mean,
+            count,
+            rest=found[rest][order],
+            rest_estimate=fine[rest][order],
+        )
+
+
+@dataclass(frozen=True)
+class FineCodes:
+    """Fine embeddings as int8 codes [n, D] and one float32 scale per row (value = code x
+    scale, the row's largest magnitude = 127 x scale)."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+
+    @classmethod
+    def quantize(cls, fine: np.ndarray) -> FineCodes:
+        fine = np.asarray(fine, dtype=np.float32)
+        largest = np.abs(fine).max(axis=1) if fine.size else np.zeros(fine.shape[0], np.float32)
+        scales = np.where(largest > 0, largest / 127.0, 1.0).astype(np.float32)
+        codes = np.clip(np.rint(fine / scales[:, None]), -127, 127).astype(np.int8)
+        return cls(codes, scales)
+
+    def values(self) -> np.ndarray:
+        return self.codes.astype(np.float32) * self.scales[:, None]
+
+
+class _Exact:
+    """The exactly ranked learnwares of one search, with the estimates they had."""
+
+    def __init__(self, partition: Partition, user: UserSpec) -> None:
+        self.partition = partition
+        self.user = user
+        self.seen = np.zeros(len(partition.ids), dtype=bool)
+        self.slots: list[np.ndarray] = []
+        self.cross: list[np.ndarray] = []
+        self.estimates: dict[str, list[np.ndarray]] = {"fine": [], "coarse": []}
+        self.measured: list[np.ndarray] = []  # exact squared MMD of those with estimates
+
+    def has(self, slots: np.ndarray) -> np.ndarray:
+        return self.seen[slots]
+
+    def add(self, slots: np.ndarray, fine: np.ndarray | None, coarse: np.ndarray | None) -> None:
+        cross = self.partition.exact_cross(self.user, slots)
+        self.seen[slots] = True
+        self.slots.append(slots)
+        self.cross.append(cross)
+        if fine is not None and coarse is not None:
+            self.estimates["fine"].append(fine)
+            self.estimates["coarse"].append(coarse)
+            self.measured.append(self._mmd2(slots, cross))
+
+    def _mmd2(self, slots: np.ndarray, cross: np.ndarray) -> np.ndarray:
+        return self.user.self_product - 2.0 * cross + self.partition.self_products[slots]
+
+    def mmd2(self) -> np.ndarray:
+        return np.concatenate(self.measured)
+
+    def limit(self, needed: int, pool: int, kind: str) -> float:
+        """The largest estimate of this kind whose learnware could still be among the
+        `needed` best (the needed-th exact squared MMD so far + ERROR_MARGIN sigma - shift of
+        exact - estimate) or among the `pool` best (with POOL_MARGIN sigma)."""
+        values = self.mmd2()
+        residual = values - np.concatenate(self.estimates[kind])
+        sigma, shift = float(residual.std()), float(residual.mean())
+        ordered = np.sort(values)
+        limit = float(ordered[min(needed, values.size) - 1]) + ERROR_MARGIN * sigma - shift
+        if pool:
+            pool_limit = float(ordered[min(pool, values.size) - 1]) + POOL_MARGIN * sigma - shift
+            limit = max(limit, pool_limit)
+        return limit
+
+    def ranked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        slots = np.concatenate(self.slots)
+        cross = np.concatenate(self.cross)
+        mmd2 = self._mmd2(slots, cross)
+        order = np.lexsort((slots, mmd2))  # ties: by slot
+        return slots[order], mmd2[order], cross[order]
 
 
 class _Retrieval:
     """Embedding-space queries of one search: FAISS over the whole partition, or a scan of
-    the kept slots' embeddings (computed once)."""
+    the kept slots' FAISS vectors (computed once)."""
 
     def __init__(self, partition: Partition, user: UserSpec, keep: np.ndarray | None) -> None:
-        assert user.vector is not None
+        assert user.vector is not None and user.fine is not None
         self.partition = partition
         self.keep = keep
+        self.user = user
         self.query = np.ascontiguousarray(user.vector[None, :], dtype=np.float32)
         self.user_norm = float(user.vector.astype(np.float64) @ user.vector)
         self._estimate: np.ndarray | None = None  # over keep, or over every slot in use
+        self._products: np.ndarray | None = None  # <v, query> over keep
         self._live = 0  # finite entries of _estimate
-        self._found: tuple[np.ndarray, np.ndarray] | None = None  # IVF: nearest, ascending
-        self._fetched = 0
 
     def _scan(self) -> np.ndarray:
         if self._estimate is None:
@@ -488,51 +625,47 @@ class _Retrieval:
                 estimate[~p.alive[:used]] = np.inf
                 self._live = p.count
             else:
-                products = p.vectors[self.keep] @ self.query[0]
-                estimate = p.vector_norms[self.keep] - 2.0 * products + self.user_norm
+                self._products = p.vectors[self.keep] @ self.query[0]
+                estimate = p.vector_norms[self.keep] - 2.0 * self._products + self.user_norm
                 estimate = estimate.astype(np.float64)
                 self._live = estimate.size
             self._estimate = estimate
         return self._estimate
 
     def nearest(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest slots by estimated squared MMD, with their estimates.
+        """The k nearest slots by FAISS-vector distance, with those distances.
 
         A flat partition is scanned once per search (the same scan serves the farthest
-        learnwares and every widening); an IVF partition is searched once for more than the
-        first retrieval needs, and again only when a widening goes beyond that."""
+        learnwares and every widening); an IVF partition is searched for k."""
         p = self.partition
         if self.keep is None and p.nlist:
             assert p._near is not None
-            if self._found is None or (k > self._found[0].size and self._fetched < p.count):
-                fetch = min(p.count, max(k, NEAREST_PREFETCH * k))
-                params = faiss.SearchParametersIVF(nprobe=p._nprobe())
-                distances, found = p._near.search(self.query, fetch, params=params)
-                mask = found[0] >= 0
-                self._found = (
-                    found[0][mask].astype(np.int64),
-                    distances[0][mask].astype(np.float64),
-                )
-                self._fetched = fetch
-            slots, estimate = self._found
-            return slots[:k], estimate[:k]
+            params = faiss.SearchParametersIVF(nprobe=p._nprobe())
+            distances, found = p._near.search(self.query, min(k, p.count), params=params)
+            mask = found[0] >= 0
+            return found[0][mask].astype(np.int64), distances[0][mask].astype(np.float64)
         estimate = self._scan()
         k = min(k, self._live)
         if k >= estimate.size:
             positions = np.arange(estimate.size)
         else:
             positions = np.argpartition(estimate, k - 1)[:k]
+        positions = positions[np.isfinite(estimate[positions])]
         if self.keep is None:
             return positions.astype(np.int64), estimate[positions]
         return self.keep[positions], estimate[positions]
 
     def farthest(self, k: int) -> np.ndarray:
+        """The k farthest slots by FAISS-vector distance: exactly, from the scan, while the
+        partition is flat (or filtered); among the FAR_POOL learnwares of largest <l, l>
+        under IVF. The largest squared MMD, <u,u> + <l,l> - 2 <u,l>, belongs to a learnware
+        far from the user (<u,l> near 0) with a large <l,l>: the pool holds those."""
         p = self.partition
-        if self.keep is None and p._far is not None:
-            far_query = np.concatenate([-2.0 * self.query, np.ones((1, 1), np.float32)], axis=1)
-            params = faiss.SearchParametersIVF(nprobe=p._far_nprobe())
-            _, found = p._far.search(far_query, k, params=params)
-            return found[0][found[0] >= 0].astype(np.int64)
+        if self.keep is None and p.nlist:
+            pool = p.far_pool()
+            vectors = p.vectors[pool]
+            distance = p.vector_norms[pool] - 2.0 * (vectors @ self.query[0])
+            return pool[np.argsort(-distance, kind="stable")[:k]]
         estimate = self._scan()
         k = min(k, self._live)
         negated = np.where(np.isfinite(estimate), -estimate, np.inf)
@@ -541,11 +674,50 @@ class _Retrieval:
         return slots[p.alive[slots]]
 
     def mean_cross(self) -> float:
-        """Estimated mean of <u, l> over the kept learnwares."""
+        """Estimated mean of <u, l> over the kept learnwares: from the running sum of fine
+        embeddings, or from the scan of the kept FAISS vectors."""
         p = self.partition
         if self.keep is None:
-            return float(self.query[0].astype(np.float64) @ p.vector_sum) / p.count
-        return float((p.vectors[self.keep] @ self.query[0]).mean())
+            assert self.user.fine is not None
+            return float(self.user.fine.astype(np.float64) @ p.fine_sum) / p.count
+        self._scan()
+        assert self._products is not None
+        return float(self._products.mean())
+
+
+def kernel_columns(zu: np.ndarray, beta_u: np.ndarray, z: np.ndarray, gamma: float) -> np.ndarray:
+    """sum_i beta_u[i] k(zu[i], z[j]) for each row j of z (Gaussian kernel), float64, in
+    blocks of _BLOCK_POINTS columns (the kernel block stays in cache)."""
+    zu = np.asarray(zu, dtype=np.float64)
+    beta_u = np.asarray(beta_u, dtype=np.float64)
+    zu_sq = (zu * zu).sum(axis=1)
+    z_sq = (z * z).sum(axis=1)
+    out = np.empty(z.shape[0])
+    block = np.empty((zu.shape[0], min(_BLOCK_POINTS, z.shape[0])))
+    if gamma * (float(zu_sq.max()) + float(z_sq.max())) < _FACTORED_LIMIT:
+        # k(a, b) = e^{-g|a|^2} e^{-g|b|^2} e^{2g a.b}: one product, one exp, no
+        # squared-distance matrix; every factor stays within float64's range.
+        scaled = 2.0 * gamma * zu
+        weights = beta_u * np.exp(-gamma * zu_sq)
+        for start in range(0, z.shape[0], _BLOCK_POINTS):
+            columns = z[start : start + _BLOCK_POINTS]
+            kernel = block[:, : columns.shape[0]]
+            np.matmul(scaled, columns.T, out=kernel)
+            np.exp(kernel, out=kernel)
+            out[start : start + columns.shape[0]] = weights @ kernel
+        out *= np.exp(-gamma * z_sq)
+        return out
+    for start in range(0, z.shape[0], _BLOCK_POINTS):
+        columns = z[start : start + _BLOCK_POINTS]
+        kernel = block[:, : columns.shape[0]]
+        np.matmul(zu, columns.T, out=kernel)
+        kernel *= -2.0
+        kernel += zu_sq[:, None]
+        kernel += z_sq[start : start + columns.shape[0]][None, :]
+        kernel *= -gamma
+        np.exp(kernel, out=kernel)
+        out[start : start + columns.shape[0]] = beta_u @ kernel
+    return out
 
 
 def gaussian_self_products(specs: Sequence[RKMESpec], gamma: float) -> np.ndarray:
@@ -555,7 +727,7 @@ def gaussian_self_products(specs: Sequence[RKMESpec], gamma: float) -> np.ndarra
     for i, spec in enumerate(specs):
         by_size.setdefault(spec.flat_z.shape[0], []).append(i)
     for size, members in by_size.items():
-        step = max(1, _CHUNK_POINTS // (size * size) * 16)
+        step = max(1, _SELF_PRODUCT_POINTS // (size * size) * 16)
         for start in range(0, len(members), step):
             block = members[start : start + step]
             z = np.stack([specs[i].flat_z for i in block]).astype(np.float64)
@@ -564,12 +736,6 @@ def gaussian_self_products(specs: Sequence[RKMESpec], gamma: float) -> np.ndarra
             sq = norms[:, :, None] - 2.0 * np.einsum("bkd,bjd->bkj", z, z) + norms[:, None, :]
             out[block] = np.einsum("bk,bkj,bj->b", beta, np.exp(-gamma * sq), beta)
     return out
-
-
-def _augmented(vectors: np.ndarray) -> np.ndarray:
-    """[v, |v|^2]: the inner product with [-2u, 1] is |u - v|^2 - |u|^2 (farthest = largest)."""
-    norms = (vectors.astype(np.float64) ** 2).sum(axis=1, keepdims=True)
-    return np.ascontiguousarray(np.concatenate([vectors, norms], axis=1), dtype=np.float32)
 
 
 def _as_spec(points: np.ndarray, beta: np.ndarray, gamma: float) -> RKMESpec:

@@ -29,7 +29,10 @@ log = logging.getLogger("lwdock.search")
 def build_app(settings: Settings, *, follower_options: FollowerOptions | None = None) -> ServiceApp:
     """NOT_SERVING until the index has caught up with the registry at
     settings.registry_address (after loading the snapshot under the snapshot directory)."""
-    index = SearchIndex(embedding_dimension=settings.search_embedding_dimension)
+    index = SearchIndex(
+        embedding_dimension=settings.search_embedding_dimension,
+        rescore_dimension=settings.search_rescore_dimension,
+    )
     snapshot_dir = settings.resolved_search_snapshot_dir()
     registry = RegistryClient(settings.registry_address, token=settings.service_token)
     follower = RegistryFollower(

@@ -64,6 +64,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             synced=index.synced,
             embedding_dimension=index.embedding_dimension,
             embedding_seed=index.embedding_seed,
+            rescore_dimension=index.rescore_dimension,
             sync_lag_seconds=index.sync_lag_s(),
             sync_error="" if index.synced else self.sync_error(),
         )

@@ -3,11 +3,12 @@
 Layout under the snapshot directory: `CURRENT` names the live snapshot directory
 (`snapshot-<sequence>-<n>`), replaced atomically (os.replace) once the new directory is
 complete; older directories are removed afterwards. A snapshot directory holds
-`manifest.json` (format, embedding dimension and seed, last sequence, semantic records,
+`manifest.json` (format, embedding dimensions and seed, last sequence, semantic records,
 partition keys, languages, image specs) and one `partition-<i>.npz` per Gaussian partition
-(ids, embeddings, self inner products, reduced sets as float32 z + float64 beta), written
-without pickle. A snapshot whose embedding dimension or seed differs from the index's is
-ignored (the index replays the feed from 0).
+(ids, fine embeddings as int8 codes and scales, self inner products, reduced sets as float32
+z + float64 beta), written without pickle. A snapshot of another format, or whose embedding
+or re-scoring dimension or seed differs from the index's, is ignored (the index replays the
+feed from 0).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 
 from lwdock.rkme.spec import RKMESpec, SpecType
 from search_service.index import SearchIndex
-from search_service.partition import Partition, PartitionKey
+from search_service.partition import FineCodes, PartitionKey
 from search_service.semantic import SemanticRecord
 
-FORMAT = 1
+FORMAT = 2  # 2: fine embeddings (re-scoring); the FAISS vectors are their prefix
 CURRENT = "CURRENT"
 log = logging.getLogger("lwdock.search")
 
@@ -82,7 +83,8 @@ def save_snapshot(index: SearchIndex, directory: Path) -> Path:
             np.savez(
                 staging / file_name,
                 ids=np.array(ids, dtype=str),
-                vectors=partition.vectors[slots],
+                fine=partition.fine[slots],
+                fine_scales=partition.fine_scales[slots],
                 self_products=partition.self_products[slots],
                 sizes=np.array([p.shape[0] for p in points], dtype=np.int64),  # type: ignore[union-attr]
                 points=np.concatenate(points) if points else np.zeros((0, 0), np.float32),  # type: ignore[arg-type]
@@ -96,6 +98,7 @@ def save_snapshot(index: SearchIndex, directory: Path) -> Path:
     manifest = {
         "format": FORMAT,
         "embedding_dimension": index.embedding_dimension,
+        "rescore_dimension": index.rescore_dimension,
         "embedding_seed": index.embedding_seed,
         "last_sequence": index.last_sequence,
         "records": {i: r.to_dict() for i, r in index.records.items()},
@@ -130,6 +133,7 @@ def load_snapshot(index: SearchIndex, directory: Path) -> bool:
     if (
         manifest.get("format") != FORMAT
         or manifest.get("embedding_dimension") != index.embedding_dimension
+        or manifest.get("rescore_dimension") != index.rescore_dimension
         or manifest.get("embedding_seed") != index.embedding_seed
     ):
         log.warning("ignoring a snapshot of another index version", extra={"snapshot": name})
@@ -151,9 +155,7 @@ def _fill(index: SearchIndex, root: Path, manifest: dict[str, Any]) -> None:
     placement: dict[str, list[str]] = {}
     for entry in manifest["partitions"]:
         key = _key_from_dict(entry["key"])
-        partition = Partition(
-            key, index.embedding_dimension, index.embedding_seed, flat_max=index.flat_max
-        )
+        partition = index.new_partition(key)
         languages = entry["languages"]
         if key.embeddable:
             with np.load(root / entry["file"], allow_pickle=False) as data:
@@ -172,7 +174,8 @@ def _fill(index: SearchIndex, root: Path, manifest: dict[str, Any]) -> None:
                         ids, points, betas, languages, strict=True
                     )
                 ]
-                partition.add_many(items, data["vectors"], data["self_products"])
+                codes = FineCodes(data["fine"], data["fine_scales"])
+                partition.add_many(items, codes, data["self_products"])
         else:
             ids = list(entry["ids"])
             items = [

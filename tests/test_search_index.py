@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from lwdock.errors import InvalidArgument
+from lwdock.rkme.embedding import rff_embeddings
 from lwdock.rkme.kernel import mmd2
 from lwdock.rkme.spec import RKMESpec, SpecType
 from search_service.index import LearnwareEntry, SearchIndex, SearchRequest
-from search_service.mixture import greedy_mixture
+from search_service.mixture import Screen, greedy_mixture
 from search_service.scoring import DistanceSummary, reference_score, similarity
 from search_service.semantic import SemanticQuery, SemanticRecord, semantic_filter
 from search_service.snapshot import load_snapshot, save_snapshot
@@ -94,6 +95,49 @@ def test_ranking_equals_brute_force(market: tuple, flat_max: int) -> None:
             [d for _, d in got], [d for _, d in expected[:10]], rtol=1e-6, atol=1e-9
         )
         assert result.candidate_count == M and result.mixture is None
+
+
+def test_fine_rescoring_ranks_few_exactly_and_keeps_the_ranking(market: tuple) -> None:
+    """Default settings: FAISS's candidates are re-scored with the fine embedding and only a
+    few dozen of the 300 are ranked exactly, yet the page equals the brute-force ranking."""
+    specs, centres = market
+    index = SearchIndex()
+    index.upsert_many(entries(specs))
+    (partition,) = index.partitions.values()
+    ranked_exactly: list[int] = []
+    exact_cross = partition.exact_cross
+
+    def counting(user: object, slots: np.ndarray) -> np.ndarray:
+        ranked_exactly.append(int(slots.size))
+        return exact_cross(user, slots)  # type: ignore[arg-type]
+
+    partition.exact_cross = counting  # type: ignore[method-assign]
+    rng = np.random.default_rng(3)
+    for q in range(5):
+        user = query_near(centres[rng.integers(M)], seed=20 + q)
+        ranked_exactly.clear()
+        result = index.search(SearchRequest(spec=user, page_size=10, max_mixture=1))
+        expected = [i for i, _ in brute_force(specs, user)[:10]]
+        assert [int(h.learnware_id[3:]) for h in result.singles] == expected
+        assert 20 <= sum(ranked_exactly) < M // 3
+
+
+def test_fine_codes_and_faiss_vectors() -> None:
+    """int8 codes keep each feature within half a step; the FAISS vector is the stored fine
+    embedding's scaled prefix, so the two estimates agree in expectation."""
+    from search_service.partition import FineCodes, Partition, partition_key
+
+    specs, _ = synthetic(50, seed=9)
+    fine = rff_embeddings(specs, 1024)
+    codes = FineCodes.quantize(fine)
+    assert codes.codes.dtype == np.int8 and codes.scales.shape == (50,)
+    step = codes.scales[:, None]
+    assert np.all(np.abs(codes.values() - fine) <= step / 2 + 1e-9)
+    assert np.all(np.abs(codes.codes).max(axis=1) == 127)
+    partition = Partition(partition_key(specs[0]), 256, 0, rescore_dimension=1024)
+    vectors = partition.faiss_vectors(codes.values())
+    np.testing.assert_allclose(vectors, 2.0 * codes.values()[:, :256], rtol=1e-6)
+    assert FineCodes.quantize(np.zeros((2, 8))).scales.tolist() == [1.0, 1.0]
 
 
 def test_semantic_filter_then_ranking(market: tuple) -> None:
@@ -183,8 +227,57 @@ def test_mixture_of_two_learnwares_is_found() -> None:
 def test_greedy_stops_below_five_percent() -> None:
     # Two identical candidates: the second never improves the first by 5%.
     gram = np.array([[1.0, 1.0], [1.0, 1.0]])
-    mixture = greedy_mixture(np.array([0.9, 0.9]), np.diag(gram), lambda i: gram[i], 1.0)
+    cross = np.array([0.9, 0.9])
+    mixture = greedy_mixture(
+        np.diag(gram), lambda positions: cross[positions], lambda i, js: gram[i, js], 1.0
+    )
     assert mixture is not None and mixture.members == (0,)
+
+
+def test_screened_greedy_equals_exact_greedy_and_computes_less() -> None:
+    """With embeddings to screen the candidates, the greedy mixture is the exact one (same
+    members, weights and squared MMD) on mixtures of two and three sources, and it computes
+    fewer exact Gram entries."""
+    specs, centres = synthetic(60, seed=5, spread=3.0)
+    from lwdock.rkme.kernel import inner_product
+
+    rng = np.random.default_rng(2)
+    vectors = rff_embeddings(specs, 1024)
+    diagonal = np.array([inner_product(s, s) for s in specs])
+
+    def check(sources: tuple[int, ...]) -> None:
+        z = np.concatenate([centres[i] + rng.normal(size=(30, D)) for i in sources])
+        user = RKMESpec(z=z, beta=np.full(z.shape[0], 1 / z.shape[0]), gamma=0.1)
+        cross = np.array([inner_product(s, user) for s in specs])
+        user_self = inner_product(user, user)
+        calls: dict[str, int] = {}
+
+        def gram_entries(i: int, js: np.ndarray, kind: str) -> np.ndarray:
+            calls[kind] = calls.get(kind, 0) + len(js)
+            return np.array([inner_product(specs[i], specs[j]) for j in js])
+
+        exact = greedy_mixture(
+            diagonal,
+            lambda positions: cross[positions],
+            lambda i, js: gram_entries(i, js, "exact"),
+            user_self,
+        )
+        screened = greedy_mixture(
+            diagonal,
+            lambda positions: cross[positions],
+            lambda i, js: gram_entries(i, js, "screened"),
+            user_self,
+            screen=Screen(vectors, rff_embeddings([user], 1024)[0]),
+        )
+        assert exact is not None and screened is not None
+        assert set(sources) <= set(exact.members)
+        assert screened.members == exact.members
+        np.testing.assert_allclose(screened.weights, exact.weights, rtol=1e-9, atol=1e-12)
+        assert screened.mmd2 == pytest.approx(exact.mmd2, rel=1e-12)
+        assert calls["screened"] < calls["exact"] / 3
+
+    check((4, 40))
+    check((7, 21, 33))
 
 
 def test_semantic_rules() -> None:
@@ -235,6 +328,8 @@ def test_semantic_only_search_and_empty_reasons(market: tuple) -> None:
     assert nothing.singles == [] and "semantic" in nothing.empty_reason
     with pytest.raises(InvalidArgument):
         index.search(SearchRequest(spec=query_near(0, 1), page_size=-1))
+    with pytest.raises(InvalidArgument, match="re-scoring"):
+        SearchIndex(embedding_dimension=512, rescore_dimension=256)
 
 
 def test_updates_and_deletes_follow_sequences(market: tuple) -> None:

@@ -45,7 +45,7 @@ class GetIndexStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetIndexStatsResponse(_message.Message):
-    __slots__ = ("learnware_count", "partitions", "last_sequence", "synced", "embedding_dimension", "embedding_seed", "sync_lag_seconds", "sync_error")
+    __slots__ = ("learnware_count", "partitions", "last_sequence", "synced", "embedding_dimension", "embedding_seed", "sync_lag_seconds", "sync_error", "rescore_dimension")
     LEARNWARE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class GetIndexStatsResponse(_message.Message):
     EMBEDDING_SEED_FIELD_NUMBER: _ClassVar[int]
     SYNC_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SYNC_ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESCORE_DIMENSION_FIELD_NUMBER: _ClassVar[int]
     learnware_count: int
     partitions: _containers.RepeatedCompositeFieldContainer[_resources_pb2.PartitionStats]
     last_sequence: int
@@ -62,4 +63,5 @@ class GetIndexStatsResponse(_message.Message):
     embedding_seed: int
     sync_lag_seconds: float
     sync_error: str
-    def __init__(self, learnware_count: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[_resources_pb2.PartitionStats, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., synced: _Optional[bool] = ..., embedding_dimension: _Optional[int] = ..., embedding_seed: _Optional[int] = ..., sync_lag_seconds: _Optional[float] = ..., sync_error: _Optional[str] = ...) -> None: ...
+    rescore_dimension: int
+    def __init__(self, learnware_count: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[_resources_pb2.PartitionStats, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., synced: _Optional[bool] = ..., embedding_dimension: _Optional[int] = ..., embedding_seed: _Optional[int] = ..., sync_lag_seconds: _Optional[float] = ..., sync_error: _Optional[str] = ..., rescore_dimension: _Optional[int] = ...) -> None: ...
