@@ -357,7 +357,13 @@ async def test_restart_resumes_from_snapshot_exactly(world: World, tmp_path: Pat
     assert lw_dropped.learnware_id not in resumed.records
     for spec in (kept, dropped, late):
         request = SearchRequest(spec=spec, page_size=20)
-        assert resumed.search(request).singles == replayed.search(request).singles
+        ours, theirs = resumed.search(request).singles, replayed.search(request).singles
+        # Same learnwares, same exact distances; the scores' estimated mean is a running sum
+        # over the partition, so it may differ in the last bits with the order of changes.
+        assert [(h.learnware_id, h.mmd2) for h in ours] == [
+            (h.learnware_id, h.mmd2) for h in theirs
+        ]
+        assert [h.score for h in ours] == pytest.approx([h.score for h in theirs], rel=1e-9)
     for learnware in (lw_kept, lw_late):
         await world.stub.DeleteLearnware(
             registry_pb.DeleteLearnwareRequest(name=learnware.name), metadata=world.auth
