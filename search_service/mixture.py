@@ -9,9 +9,12 @@ accepted); stop otherwise.
 
 Exact cross terms and Gram entries are computed only where a QP needs them, and kept. With a
 `Screen` (embeddings of the user and of the candidates), each step first solves every
-candidate's QP on the embeddings' inner products (a few microseconds each) and then only
-the `verify` best of those exactly; the accepted member, its weights and the mixture's
-squared MMD are always exact. Without one, every candidate is solved exactly.
+candidate's QP on the embeddings' inner products and then exactly: the `verify` best of
+those, and every other candidate whose estimate is within the screening's error (measured
+on the ones solved exactly: SCREEN_MARGIN times the largest difference) of the best exact
+value, or of the acceptance bound while that is lower. The accepted member, its weights and
+the mixture's squared MMD are always exact. Without a screen, every candidate is solved
+exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from lwdock.rkme.fit import QP_RIDGE, solve_simplex_qp
 
 DECAY_RATE = 0.95
 DEFAULT_MAX_MIXTURE = 5
-VERIFY = 3  # candidates per step solved exactly after screening
+VERIFY = 3  # candidates per step solved exactly after screening, at least
+SCREEN_MARGIN = 1.0  # ... and those within this many times the screening's error of the best
 
 
 @dataclass(frozen=True)
@@ -180,14 +184,34 @@ def greedy_mixture(
     for _ in range(min(max_members, count)):
         unused = np.flatnonzero(~used)
         tried = unused
+        estimate: np.ndarray | None = None
         if screen is not None and unused.size > verify:
             if not members and not np.isnan(exact_cross[unused]).all():
                 tried = unused[~np.isnan(exact_cross[unused])]  # the nearest single is known
             else:
-                _, _, key = _evaluate(members, *estimated[:2], estimated[2], unused, False)
-                tried = unused[np.argsort(key, kind="stable")[:verify]]
-        need(members, tried)
-        mmd2, solved, _ = _evaluate(members, exact_gram, exact_cross, user_self, tried)
+                _, _, estimate = _evaluate(members, *estimated[:2], estimated[2], unused, False)
+                tried = unused[np.argsort(estimate, kind="stable")[:verify]]
+        while True:
+            need(members, tried)
+            mmd2, solved, key = _evaluate(members, exact_gram, exact_cross, user_self, tried)
+            if estimate is None:
+                break
+            # Candidates whose estimate is within the screening's measured error of the best
+            # exact value (or, while none is accepted, of the acceptance bound) could still
+            # be the step's pick: solve those exactly too.
+            at = np.searchsorted(unused, tried)
+            finite = np.isfinite(key) & np.isfinite(estimate[at])
+            error = float(np.abs(key[finite] - estimate[at][finite]).max(initial=0.0))
+            best = float(mmd2.min())
+            margin = SCREEN_MARGIN * error
+            untried = np.ones(unused.size, dtype=bool)
+            untried[at] = False
+            if best_mmd2 is not None:
+                best = min(best, decay_rate * best_mmd2)
+            more = unused[untried & (estimate <= best + margin)]
+            if more.size == 0:
+                break
+            tried = np.concatenate([tried, more])
         pick = int(np.argmin(mmd2))
         if best_mmd2 is not None and mmd2[pick] > decay_rate * best_mmd2:
             break
