@@ -446,7 +446,9 @@ class Partition:
         far_candidates: int = FAR_CANDIDATES,
     ) -> Ranked:
         """Rank the learnwares (all, or the slots in `keep`) by exact squared MMD: the first
-        `needed` exactly, with at least max(exact_min, needed + EXACT_EXTRA) ranked exactly.
+        `needed` exactly, with at least max(exact_min, needed + EXACT_EXTRA, pool) ranked
+        exactly, and the `pool` best (the mixture's candidates) found exactly (within
+        POOL_MARGIN sigma), not necessarily in order.
 
         FAISS retrieves max(RESCORE_MIN, 4 x that) learnwares, the fine embeddings re-score
         them and the best are ranked exactly. The embedding errors are then measured on them
@@ -482,13 +484,14 @@ class Partition:
         first = np.argsort(fine, kind="stable")[:base]
         exact = _Exact(self, user)
         exact.add(found[first], fine[first], coarse[first])
-        for _ in range(EXTEND_ROUNDS + 1):
+        for widenings in range(EXTEND_ROUNDS + 1):
             limit = exact.limit(needed, pool, "fine")
             pending = (fine <= limit) & ~exact.has(found)
             if pending.any():
                 exact.add(found[pending], fine[pending], coarse[pending])
             widen = (
-                k < count
+                widenings < EXTEND_ROUNDS
+                and k < count
                 and float(coarse.max()) <= exact.limit(needed, pool, "coarse")
                 and not (keep is None and self.nlist and found.size < k)
             )
