@@ -115,8 +115,9 @@ def save_snapshot(index: SearchIndex, directory: Path) -> Path:
     _fsync(pointer)
     os.replace(pointer, directory / CURRENT)
     _fsync(directory)
+    current = (directory / CURRENT).read_text().strip()  # never remove what CURRENT names
     for old in directory.iterdir():
-        if old.is_dir() and old.name != name:
+        if old.is_dir() and old.name not in (name, current):
             shutil.rmtree(old, ignore_errors=True)
     return final
 

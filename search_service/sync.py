@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class RegistryFollower:
         self.last_error = ""
         self._saved_changes = index.changes
         self._last_save = time.monotonic()
+        # One snapshot write at a time: a periodic write still running in its thread when
+        # stop() forces one would otherwise remove the other's directory.
+        self._save_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._progressed = False
 
@@ -194,16 +198,17 @@ class RegistryFollower:
     def save_snapshot(self, *, force: bool) -> None:
         if self.snapshot_dir is None:
             return
-        if not force and self.index.changes == self._saved_changes:
-            return
-        try:
-            with self.index.lock.reading():  # a consistent index while it is written
-                save_snapshot(self.index, self.snapshot_dir)
-        except OSError as exc:
-            log.warning("snapshot not written", extra={"error": str(exc)})
-            return
-        self._saved_changes = self.index.changes
-        self._last_save = time.monotonic()
+        with self._save_lock:
+            if not force and self.index.changes == self._saved_changes:
+                return
+            try:
+                with self.index.lock.reading():  # a consistent index while it is written
+                    save_snapshot(self.index, self.snapshot_dir)
+            except OSError as exc:
+                log.warning("snapshot not written", extra={"error": str(exc)})
+                return
+            self._saved_changes = self.index.changes
+            self._last_save = time.monotonic()
 
 
 async def _pump(call: grpc.aio.UnaryStreamCall, queue: asyncio.Queue[object]) -> None:

@@ -399,6 +399,27 @@ def test_snapshot_round_trip(market: tuple, tmp_path: Path) -> None:
     assert not load_snapshot(SearchIndex(embedding_dimension=128), tmp_path)
 
 
+def test_snapshot_writes_racing_leave_a_loadable_snapshot(market: tuple, tmp_path: Path) -> None:
+    """A periodic snapshot still being written in its thread when stop() forces another (as
+    the follower does) must not leave CURRENT naming a removed directory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search_service.sync import RegistryFollower
+
+    specs, _ = market
+    index = SearchIndex()
+    index.upsert_many(entries(specs[:40]))
+    index.last_sequence = 7
+    follower = RegistryFollower(index, "127.0.0.1:1", snapshot_dir=tmp_path)
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            list(pool.map(lambda _: follower.save_snapshot(force=True), range(4)))
+            restored = SearchIndex()
+            assert load_snapshot(restored, tmp_path)
+            assert restored.records == index.records and restored.last_sequence == 7
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+
 def test_a_batch_of_changes_equals_them_one_by_one(market: tuple) -> None:
     specs, _ = market
     es = entries(specs[:6])
