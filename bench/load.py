@@ -39,7 +39,6 @@ import datetime
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -72,7 +71,7 @@ from lwdock.reuse.v1 import reuse_service_pb2_grpc  # noqa: E402
 from lwdock.search.v1 import resources_pb2 as search_resources  # noqa: E402
 from lwdock.search.v1 import search_service_pb2 as search_pb  # noqa: E402
 from lwdock.search.v1 import search_service_pb2_grpc  # noqa: E402
-from lwdock.suite import SERVICES  # noqa: E402
+from lwdock.suite import SERVICES, stop_processes  # noqa: E402
 from lwdock.tensors import from_numpy  # noqa: E402
 from lwdock.uploads import create_learnware_requests, rezip  # noqa: E402
 
@@ -146,13 +145,7 @@ def start_suite(home: Path) -> Suite:
 
 
 def stop_suite(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_processes([process], timeout_s=30)
 
 
 # --- seeding --------------------------------------------------------------------------------

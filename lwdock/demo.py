@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import signal
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from lwdock.errors import AlreadyExists, FailedPrecondition, PermissionDenied
 from lwdock.rkme.spec import RKMESpec
 from lwdock.search.v1 import resources_pb2 as search_resources
 from lwdock.semantic.checker import Semantic
+from lwdock.suite import stop_processes
 
 NAME_PREFIX = "lwdock-demo-digits"
 N_CLASSES = 10
@@ -437,13 +437,7 @@ def _start_suite() -> subprocess.Popen[bytes]:
 def _stop_suite(suite: subprocess.Popen[bytes]) -> None:
     """Ctrl-C reaches the suite too (same process group); otherwise SIGTERM. Either way it
     stops its services and PostgreSQL."""
-    if suite.poll() is None:
-        suite.send_signal(signal.SIGTERM)
-    try:
-        suite.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        suite.kill()
-        suite.wait()
+    stop_processes([suite], timeout_s=30)
 
 
 def add_demo_command(commands: Any) -> None:

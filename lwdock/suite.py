@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +68,16 @@ def _wait_serving(
     return True
 
 
-def _stop_processes(processes: dict[str, subprocess.Popen[bytes]]) -> None:
-    for process in processes.values():
+def stop_processes(
+    processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = STOP_TIMEOUT_S
+) -> None:
+    """SIGTERM each running process, wait up to `timeout_s` in all, then kill what is left."""
+    processes = list(processes)
+    for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process in processes.values():
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -164,7 +168,7 @@ def run_suite(options: SuiteOptions) -> int:
         return exit_code
     finally:
         _say("stopping ...")
-        _stop_processes(processes)
+        stop_processes(processes.values())
         if database is not None:
             database.stop()
         _say("stopped")
