@@ -396,9 +396,6 @@ class Partition:
         """The stored fine embeddings of the slots, float32 [n, rescore_dimension]."""
         return self.fine[slots].astype(np.float32) * self.fine_scales[slots, None]
 
-    def fine_codes(self, slots: np.ndarray) -> FineCodes:
-        return FineCodes(self.fine[slots], self.fine_scales[slots])
-
     def fine_estimate(self, user: UserSpec, slots: np.ndarray) -> np.ndarray:
         """Squared MMD estimated from the fine embeddings, float64."""
         assert user.fine is not None
