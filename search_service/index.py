@@ -305,7 +305,7 @@ class SearchIndex:
             mix = greedy_mixture(
                 partition.self_products[pool],
                 lambda positions: partition.exact_cross(user, pool[positions]),
-                lambda i, positions: partition.gram_row(int(pool[i]), pool[positions]),
+                lambda rows, positions: partition.gram_block(pool[rows], pool[positions]),
                 user_self,
                 max_members=request.max_mixture,
                 known_cross=known,

@@ -140,7 +140,7 @@ def _objective(
 def greedy_mixture(
     diagonal: np.ndarray,
     cross: Callable[[np.ndarray], np.ndarray],
-    gram_entries: Callable[[int, np.ndarray], np.ndarray],
+    gram_entries: Callable[[np.ndarray, np.ndarray], np.ndarray],
     user_self: float,
     max_members: int = DEFAULT_MAX_MIXTURE,
     decay_rate: float = DECAY_RATE,
@@ -150,8 +150,9 @@ def greedy_mixture(
     verify: int = VERIFY,
 ) -> Mixture | None:
     """Over n candidates with exact <l_i, l_i> = `diagonal`: `cross(positions)` = exact
-    <u, l_i>, `gram_entries(i, positions)` = exact <l_i, l_j>; `known_cross` holds the exact
-    cross terms already computed (NaN elsewhere). None without candidates."""
+    <u, l_i>, `gram_entries(rows, positions)` = exact <l_i, l_j> for i in rows, j in
+    positions [rows, positions]; `known_cross` holds the exact cross terms already computed
+    (NaN elsewhere). None without candidates."""
     count = diagonal.shape[0]
     if count == 0 or max_members < 1:
         return None
@@ -165,17 +166,23 @@ def greedy_mixture(
         missing = positions[np.isnan(exact_cross[positions])]
         if missing.size:
             exact_cross[missing] = cross(missing)
-        for member in members:
-            missing = positions[np.isnan(exact_gram[member, positions])]
-            if missing.size:
-                values = np.asarray(gram_entries(member, missing), dtype=np.float64)
-                exact_gram[member, missing] = values
-                exact_gram[missing, member] = values
+        if not members:
+            return
+        rows = np.asarray(members)
+        unknown = np.isnan(exact_gram[np.ix_(rows, positions)])
+        if unknown.any():  # one call for every member's missing entries
+            rows, columns = rows[unknown.any(axis=1)], positions[unknown.any(axis=0)]
+            values = np.asarray(gram_entries(rows, columns), dtype=np.float64)
+            block = exact_gram[np.ix_(rows, columns)]
+            fill = np.isnan(block)
+            block[fill] = values[fill]
+            exact_gram[np.ix_(rows, columns)] = block
+            exact_gram[np.ix_(columns, rows)] = block.T
 
     if screen is not None:
         vectors = np.asarray(screen.vectors, dtype=np.float64)
         user = np.asarray(screen.user, dtype=np.float64)
-        estimated = (vectors @ vectors.T, vectors @ user, float(user @ user))
+        estimated_gram, estimated_cross = vectors @ vectors.T, vectors @ user
 
     members: list[int] = []
     weights = np.ones(0)
@@ -189,7 +196,11 @@ def greedy_mixture(
             if not members and not np.isnan(exact_cross[unused]).all():
                 tried = unused[~np.isnan(exact_cross[unused])]  # the nearest single is known
             else:
-                _, _, estimate = _evaluate(members, *estimated[:2], estimated[2], unused, False)
+                # Exact values wherever known (the diagonal, the cross terms, the Gram
+                # entries among members and those already solved); estimates elsewhere.
+                gram = np.where(np.isnan(exact_gram), estimated_gram, exact_gram)
+                known = np.where(np.isnan(exact_cross), estimated_cross, exact_cross)
+                _, _, estimate = _evaluate(members, gram, known, user_self, unused, False)
                 tried = unused[np.argsort(estimate, kind="stable")[:verify]]
         while True:
             need(members, tried)

@@ -40,6 +40,7 @@ import numpy as np
 from lwdock.rkme.embedding import rff_embeddings
 from lwdock.rkme.kernel import inner_product
 from lwdock.rkme.spec import RKMESpec, SpecType
+from search_service.kernels import cross_matrix, gaussian_self_products
 
 FLAT_MAX = 32_768  # learnwares per partition before FAISS switches to IVF
 IVF_REGROW = 4  # retrain the IVF index when the partition has grown this many times
@@ -55,10 +56,6 @@ IVF_CODES = "SQ8"  # FAISS vectors in IVF lists: 8-bit scalar quantised (re-scor
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
 ERROR_MARGIN = 3.0  # in standard deviations of the measured embedding error
 POOL_MARGIN = 1.0  # the same for the mixture's candidates (only which ones, not their order)
-_SELF_PRODUCT_POINTS = 200_000  # self inner products: kernel entries per batch / 16
-_BLOCK_POINTS = 1024  # reduced-set points per exact kernel block (100 x 1024 float64: 800 KiB)
-# The factored kernel is used while gamma (|a|^2 + |b|^2) stays below this (e^600 is finite).
-_FACTORED_LIMIT = 600.0
 
 
 @dataclass(frozen=True)
@@ -414,23 +411,26 @@ class Partition:
                 assert spec is not None
                 out[i] = inner_product(spec, user.spec)
             return out
-        order = slots.tolist()
-        points = [self.points[s] for s in order]
-        sizes = np.fromiter((p.shape[0] for p in points), dtype=np.int64, count=len(points))  # type: ignore[union-attr]
-        z = np.concatenate(points).astype(np.float64)  # type: ignore[arg-type]
-        beta = np.concatenate([self.betas[s] for s in order])  # type: ignore[misc]
-        weighted = kernel_columns(user.z, user.beta, z, self.key.gamma) * beta
-        return np.add.reduceat(weighted, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        points = [self.points[s] for s in slots.tolist()]
+        betas = [self.betas[s] for s in slots.tolist()]
+        return cross_matrix([user.z], [user.beta], points, betas, self.key.gamma)[0]  # type: ignore[arg-type]
 
-    def gram_row(self, slot: int, slots: np.ndarray) -> np.ndarray:
-        """<l_slot, l_s> for each s, exact."""
+    def gram_block(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """<l_r, l_c> for each slot r in rows and c in columns, exact, float64 [rows, columns]."""
         if not self.key.embeddable:
-            spec = self.specs[slot]
-            assert spec is not None
-            return self.exact_cross(UserSpec(spec, 0.0), slots)
-        points, beta = self.points[slot], self.betas[slot]
-        assert points is not None and beta is not None
-        return self.exact_cross(UserSpec(_as_spec(points, beta, self.key.gamma), 0.0), slots)
+            out = np.empty((rows.size, columns.size))
+            for i, slot in enumerate(rows.tolist()):
+                spec = self.specs[slot]
+                assert spec is not None
+                out[i] = self.exact_cross(UserSpec(spec, 0.0), columns)
+            return out
+        return cross_matrix(
+            [self.points[s] for s in rows.tolist()],  # type: ignore[misc]
+            [self.betas[s] for s in rows.tolist()],  # type: ignore[misc]
+            [self.points[s] for s in columns.tolist()],  # type: ignore[misc]
+            [self.betas[s] for s in columns.tolist()],  # type: ignore[misc]
+            self.key.gamma,
+        )
 
     def search(
         self,
@@ -683,60 +683,3 @@ class _Retrieval:
         self._scan()
         assert self._products is not None
         return float(self._products.mean())
-
-
-def kernel_columns(zu: np.ndarray, beta_u: np.ndarray, z: np.ndarray, gamma: float) -> np.ndarray:
-    """sum_i beta_u[i] k(zu[i], z[j]) for each row j of z (Gaussian kernel), float64, in
-    blocks of _BLOCK_POINTS columns (the kernel block stays in cache)."""
-    zu = np.asarray(zu, dtype=np.float64)
-    beta_u = np.asarray(beta_u, dtype=np.float64)
-    zu_sq = (zu * zu).sum(axis=1)
-    z_sq = (z * z).sum(axis=1)
-    out = np.empty(z.shape[0])
-    block = np.empty((zu.shape[0], min(_BLOCK_POINTS, z.shape[0])))
-    if gamma * (float(zu_sq.max()) + float(z_sq.max())) < _FACTORED_LIMIT:
-        # k(a, b) = e^{-g|a|^2} e^{-g|b|^2} e^{2g a.b}: one product, one exp, no
-        # squared-distance matrix; every factor stays within float64's range.
-        scaled = 2.0 * gamma * zu
-        weights = beta_u * np.exp(-gamma * zu_sq)
-        for start in range(0, z.shape[0], _BLOCK_POINTS):
-            columns = z[start : start + _BLOCK_POINTS]
-            kernel = block[:, : columns.shape[0]]
-            np.matmul(scaled, columns.T, out=kernel)
-            np.exp(kernel, out=kernel)
-            out[start : start + columns.shape[0]] = weights @ kernel
-        out *= np.exp(-gamma * z_sq)
-        return out
-    for start in range(0, z.shape[0], _BLOCK_POINTS):
-        columns = z[start : start + _BLOCK_POINTS]
-        kernel = block[:, : columns.shape[0]]
-        np.matmul(zu, columns.T, out=kernel)
-        kernel *= -2.0
-        kernel += zu_sq[:, None]
-        kernel += z_sq[start : start + columns.shape[0]][None, :]
-        kernel *= -gamma
-        np.exp(kernel, out=kernel)
-        out[start : start + columns.shape[0]] = beta_u @ kernel
-    return out
-
-
-def gaussian_self_products(specs: Sequence[RKMESpec], gamma: float) -> np.ndarray:
-    """<s, s> for each spec (Gaussian kernel), batched over specs of the same size."""
-    out = np.empty(len(specs))
-    by_size: dict[int, list[int]] = {}
-    for i, spec in enumerate(specs):
-        by_size.setdefault(spec.flat_z.shape[0], []).append(i)
-    for size, members in by_size.items():
-        step = max(1, _SELF_PRODUCT_POINTS // (size * size) * 16)
-        for start in range(0, len(members), step):
-            block = members[start : start + step]
-            z = np.stack([specs[i].flat_z for i in block]).astype(np.float64)
-            beta = np.stack([specs[i].beta for i in block]).astype(np.float64)
-            norms = np.einsum("bkd,bkd->bk", z, z)
-            sq = norms[:, :, None] - 2.0 * np.einsum("bkd,bjd->bkj", z, z) + norms[:, None, :]
-            out[block] = np.einsum("bk,bkj,bj->b", beta, np.exp(-gamma * sq), beta)
-    return out
-
-
-def _as_spec(points: np.ndarray, beta: np.ndarray, gamma: float) -> RKMESpec:
-    return RKMESpec(z=points.astype(np.float64), beta=beta, gamma=gamma)

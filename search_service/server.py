@@ -83,8 +83,24 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
     )
 
 
+def one_thread_per_search() -> None:
+    """Searches run concurrently, one per worker thread: each one's numpy/BLAS, torch and
+    FAISS work stays on its own thread. Their operations are small (a 100 x 512 kernel
+    block, a FAISS probe), where a pool of threads per operation costs more to wake than it
+    saves, and several requests each fanning out over every core only contend."""
+    import faiss
+    import threadpoolctl
+    import torch
+
+    threadpoolctl.threadpool_limits(1)
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="search_service", description=__doc__)
     add_server_arguments(parser)
     parser.add_argument("--registry-address", help="registry to follow (LWDOCK_REGISTRY_ADDRESS)")
-    run(build_app, settings_from_args(parser.parse_args(argv)))
+    settings = settings_from_args(parser.parse_args(argv))
+    one_thread_per_search()
+    run(build_app, settings)

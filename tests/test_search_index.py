@@ -229,7 +229,7 @@ def test_greedy_stops_below_five_percent() -> None:
     gram = np.array([[1.0, 1.0], [1.0, 1.0]])
     cross = np.array([0.9, 0.9])
     mixture = greedy_mixture(
-        np.diag(gram), lambda positions: cross[positions], lambda i, js: gram[i, js], 1.0
+        np.diag(gram), lambda positions: cross[positions], lambda i, js: gram[np.ix_(i, js)], 1.0
     )
     assert mixture is not None and mixture.members == (0,)
 
@@ -253,9 +253,9 @@ def test_screened_greedy_equals_exact_greedy_and_computes_less() -> None:
         user_self = inner_product(user, user)
         calls: dict[str, int] = {}
 
-        def gram_entries(i: int, js: np.ndarray, kind: str) -> np.ndarray:
-            calls[kind] = calls.get(kind, 0) + len(js)
-            return np.array([inner_product(specs[i], specs[j]) for j in js])
+        def gram_entries(rows: np.ndarray, js: np.ndarray, kind: str) -> np.ndarray:
+            calls[kind] = calls.get(kind, 0) + rows.size * js.size
+            return np.array([[inner_product(specs[i], specs[j]) for j in js] for i in rows])
 
         exact = greedy_mixture(
             diagonal,
