@@ -20,7 +20,7 @@ from lwdock.errors import InvalidArgument
 from lwdock.rkme.embedding import MAX_DIMENSION
 from lwdock.rkme.kernel import inner_product
 from lwdock.rkme.spec import RKMESpec, SpecType
-from search_service.mixture import DEFAULT_MAX_MIXTURE, Screen, greedy_mixture
+from search_service.mixture import DEFAULT_MAX_MIXTURE, greedy_mixture
 from search_service.partition import (
     EXACT_MIN,
     FLAT_MAX,
@@ -298,10 +298,6 @@ class SearchIndex:
         mix = None
         if pool_size and ranked.mmd2.size > 1 and ranked.mmd2[0] > 0:
             pool, known = _mixture_pool(ranked, pool_size)
-            screen = None
-            if partition.key.embeddable:
-                assert user.fine is not None
-                screen = Screen(partition.fine_values(pool), user.fine)
             mix = greedy_mixture(
                 partition.self_products[pool],
                 lambda positions: partition.exact_cross(user, pool[positions]),
@@ -309,7 +305,6 @@ class SearchIndex:
                 user_self,
                 max_members=request.max_mixture,
                 known_cross=known,
-                screen=screen,
             )
             if mix is not None and len(mix.members) > 1:
                 summary = summary.with_distance(mix.mmd2)

@@ -14,7 +14,7 @@ from lwdock.rkme.embedding import rff_embeddings
 from lwdock.rkme.kernel import mmd2
 from lwdock.rkme.spec import RKMESpec, SpecType
 from search_service.index import LearnwareEntry, SearchIndex, SearchRequest
-from search_service.mixture import Screen, greedy_mixture
+from search_service.mixture import greedy_mixture
 from search_service.scoring import DistanceSummary, reference_score, similarity
 from search_service.semantic import SemanticQuery, SemanticRecord, semantic_filter
 from search_service.snapshot import load_snapshot, save_snapshot
@@ -234,51 +234,74 @@ def test_greedy_stops_below_five_percent() -> None:
     assert mixture is not None and mixture.members == (0,)
 
 
-def test_screened_greedy_equals_exact_greedy_and_computes_less() -> None:
-    """With embeddings to screen the candidates, the greedy mixture is the exact one (same
-    members, weights and squared MMD) on mixtures of two and three sources, and it computes
-    fewer exact Gram entries (here, where many candidates sit near the 5% acceptance bound,
-    it has to solve most of them exactly)."""
-    specs, centres = synthetic(60, seed=5, spread=3.0)
+def _plain_greedy(
+    gram: np.ndarray, cross: np.ndarray, user_self: float, max_members: int = 5
+) -> tuple[list[int], np.ndarray, float]:
+    """The reference's greedy, literally: every unused candidate's simplex QP solved by the
+    active-set solver, the best accepted while it lowers the squared MMD to <= 95%."""
+    from lwdock.rkme.fit import solve_simplex_qp
+
+    members: list[int] = []
+    weights, best = np.ones(0), np.inf
+    for _ in range(max_members):
+        tried = []
+        for c in range(cross.size):
+            if c in members:
+                continue
+            index = [*members, c]
+            g, cc = gram[np.ix_(index, index)], cross[index]
+            w = solve_simplex_qp(g, cc)
+            tried.append((user_self + w @ g @ w - 2.0 * cc @ w, c, w))
+        value, c, w = min(tried, key=lambda item: item[0])
+        if members and value > 0.95 * best:
+            break
+        members.append(c)
+        weights, best = w, value
+    return members, weights, best
+
+
+def test_greedy_equals_the_plain_greedy_of_active_set_solves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The closed-form step (Schur complements, lower-bound pruning, and candidates whose
+    KKT condition at weight 0 says they cannot help) returns what solving every candidate's
+    simplex QP returns, on users from one, two and three sources."""
+    import search_service.mixture as mixture_module
     from lwdock.rkme.kernel import inner_product
 
-    rng = np.random.default_rng(2)
-    vectors = rff_embeddings(specs, 1024)
-    diagonal = np.array([inner_product(s, s) for s in specs])
+    evaluate = mixture_module._evaluate
+    kept_at_zero = 0
 
-    def check(sources: tuple[int, ...]) -> None:
-        z = np.concatenate([centres[i] + rng.normal(size=(30, D)) for i in sources])
+    def spy(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal kept_at_zero
+        mmd2, weights = evaluate(*args, **kwargs)  # type: ignore[arg-type]
+        current = kwargs.get("current")
+        if current is not None:
+            at_zero = weights[:, -1] == 0.0
+            same = np.all(weights[:, :-1] == current[0], axis=1) & at_zero  # type: ignore[index]
+            kept_at_zero += int(np.sum(same & np.isfinite(mmd2)))
+        return mmd2, weights
+
+    monkeypatch.setattr(mixture_module, "_evaluate", spy)
+    specs, centres = synthetic(30, seed=9, spread=1.0)
+    gram = np.array([[inner_product(a, b) for b in specs] for a in specs])
+    rng = np.random.default_rng(4)
+    for sources in ((3,), (5, 17), (1, 11, 25)):
+        z = np.concatenate([centres[i] + rng.normal(size=(20, D)) for i in sources])
         user = RKMESpec(z=z, beta=np.full(z.shape[0], 1 / z.shape[0]), gamma=0.1)
         cross = np.array([inner_product(s, user) for s in specs])
         user_self = inner_product(user, user)
-        calls: dict[str, int] = {}
-
-        def gram_entries(rows: np.ndarray, js: np.ndarray, kind: str) -> np.ndarray:
-            calls[kind] = calls.get(kind, 0) + rows.size * js.size
-            return np.array([[inner_product(specs[i], specs[j]) for j in js] for i in rows])
-
-        exact = greedy_mixture(
-            diagonal,
-            lambda positions: cross[positions],
-            lambda i, js: gram_entries(i, js, "exact"),
+        got = greedy_mixture(
+            np.diag(gram),
+            lambda positions, cross=cross: cross[positions],  # type: ignore[misc]
+            lambda rows, js: gram[np.ix_(rows, js)],
             user_self,
         )
-        screened = greedy_mixture(
-            diagonal,
-            lambda positions: cross[positions],
-            lambda i, js: gram_entries(i, js, "screened"),
-            user_self,
-            screen=Screen(vectors, rff_embeddings([user], 1024)[0]),
-        )
-        assert exact is not None and screened is not None
-        assert set(sources) <= set(exact.members)
-        assert screened.members == exact.members
-        np.testing.assert_allclose(screened.weights, exact.weights, rtol=1e-9, atol=1e-12)
-        assert screened.mmd2 == pytest.approx(exact.mmd2, rel=1e-12)
-        assert calls["screened"] < calls["exact"]
-
-    check((4, 40))
-    check((7, 21, 33))
+        members, weights, best = _plain_greedy(gram, cross, user_self)
+        assert got is not None and list(got.members) == members
+        np.testing.assert_allclose(got.weights, weights, rtol=1e-7, atol=1e-10)
+        assert got.mmd2 == pytest.approx(best, rel=1e-9)
+    assert kept_at_zero > 0  # the KKT shortcut was taken (and agreed)
 
 
 def test_semantic_rules() -> None:
