@@ -307,7 +307,7 @@ class SearchIndex:
                 known_cross=known,
             )
             if mix is not None and len(mix.members) > 1:
-                summary = summary.with_distance(mix.mmd2)
+                summary = summary.with_distance(float(partition.score_distances(mix.mmd2)))
             else:
                 mix = None
 
@@ -317,19 +317,20 @@ class SearchIndex:
             SingleHit(
                 learnware_id=partition.ids[slot] or "",
                 mmd2=float(d),
-                score=reference_score(float(d), summary),
+                score=reference_score(float(scored), summary),
                 similarity=similarity(float(c), user_self, float(partition.self_products[slot])),
             )
-            for slot, d, c in zip(
+            for slot, d, scored, c in zip(
                 ranked.slots[page].tolist(),
                 ranked.mmd2[page].tolist(),
+                partition.score_distances(ranked.mmd2[page]).tolist(),
                 ranked.cross[page].tolist(),
                 strict=True,
             )
         ]
         if mix is not None:
-            score = reference_score(mix.mmd2, summary)
-            best_single = reference_score(float(ranked.mmd2[0]), summary)
+            score = reference_score(float(partition.score_distances(mix.mmd2)), summary)
+            best_single = reference_score(float(partition.score_distances(ranked.mmd2[0])), summary)
             if int(100 * score) != int(100 * best_single):
                 mixture = MixtureHit(
                     learnware_ids=tuple(partition.ids[pool[i]] or "" for i in mix.members),

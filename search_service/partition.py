@@ -56,6 +56,7 @@ IVF_CODES = "SQ8"  # FAISS vectors in IVF lists: 8-bit scalar quantised (re-scor
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
 ERROR_MARGIN = 3.0  # in standard deviations of the measured embedding error
 POOL_MARGIN = 1.0  # the same for the mixture's candidates (only which ones, not their order)
+IMAGE_SCORE_SCALE = 5e-5  # image distances d -> 1 - exp(-d / scale) before scoring
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class Ranked:
     slots: np.ndarray  # int64
     mmd2: np.ndarray  # float64
     cross: np.ndarray  # <u, l>
+    # minimum, maximum and mean of the score distances (`Partition.score_distances`) over the
+    # learnwares that passed the filters
     minimum: float
     maximum: float
     mean: float
@@ -210,6 +213,18 @@ class Partition:
                 slots = np.sort(slots[largest])
             self._far_pool = slots
         return self._far_pool
+
+    def score_distances(self, mmd2: np.ndarray | float) -> np.ndarray:
+        """The distances the reference's score is computed from: the squared MMD, except for
+        image specs, which the reference maps to 1 - exp(-d / 5e-5) first (its
+        `EasyStatSearcher`; REFERENCE.md §7.4). That map saturates: every squared MMD above
+        ~0.002 becomes exactly 1.0, so in a market of such image learnwares every score is 1
+        and the mixture is dropped, as the reference's; `mmd2` and `similarity` still tell
+        them apart."""
+        values = np.asarray(mmd2, dtype=np.float64)
+        if self.key.spec_type is SpecType.IMAGE:
+            return 1.0 - np.exp(-values / IMAGE_SCORE_SCALE)
+        return values
 
     def _nprobe(self) -> int:
         return self.nprobe or max(32, self.nlist // 16)
@@ -465,13 +480,14 @@ class Partition:
             cross = self.exact_cross(user, slots)
             mmd2 = user.self_product - 2.0 * cross + self.self_products[slots]
             order = np.lexsort((slots, mmd2))
+            scored = self.score_distances(mmd2)
             return Ranked(
                 slots[order],
                 mmd2[order],
                 cross[order],
-                float(mmd2.min()),
-                float(mmd2.max()),
-                float(mmd2.mean()),
+                float(scored.min()),
+                float(scored.max()),
+                float(scored.mean()),
                 count,
             )
         retrieval = _Retrieval(self, user, keep)

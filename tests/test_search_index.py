@@ -304,6 +304,51 @@ def test_greedy_equals_the_plain_greedy_of_active_set_solves(
     assert kept_at_zero > 0  # the KKT shortcut was taken (and agreed)
 
 
+def _reference_image(z: np.ndarray) -> RKMESpec:
+    """A version-1 image spec (the reference's NNGP kernel) with z = the given images."""
+    return RKMESpec.from_reference_dict(
+        {
+            "RKME_IMAGE_VERSION": 1,
+            "msg": None,
+            "z": z.tolist(),
+            "beta": [0.5, 0.5],
+            "n_models": 16,
+            "model_config": {"k": 2, "mu": 0, "sigma": None, "net_width": 128, "net_depth": 3},
+            "type": "RKMEImageSpecification",
+        }
+    )
+
+
+def test_image_scores_map_distances_as_the_reference_does() -> None:
+    """The reference scores image specs on 1 - exp(-d / 5e-5), not on d (its
+    EasyStatSearcher); near-identical learnwares get graded scores, the rest saturate at 1."""
+    from search_service.partition import IMAGE_SCORE_SCALE
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+
+    def near(noise: float) -> np.ndarray:
+        return base + np.float32(noise) * rng.standard_normal(base.shape).astype(np.float32)
+
+    others = [(rng.standard_normal(base.shape) * 0.5 + 0.3).astype(np.float32) for _ in range(2)]
+    specs = [_reference_image(z) for z in (near(0.0), near(0.02), near(0.04), *others)]
+    index = SearchIndex()
+    index.upsert_many(entries(specs))
+    result = index.search(SearchRequest(spec=_reference_image(near(0.005)), max_mixture=1))
+    assert result.candidate_count == 5 and len(result.singles) == 5
+    distances = [1.0 - np.exp(-hit.mmd2 / IMAGE_SCORE_SCALE) for hit in result.singles]
+    assert 0.0 < distances[1] < distances[2] < 0.99 and distances[-1] == 1.0  # graded, saturated
+    summary = DistanceSummary.of(distances)
+    expected = [reference_score(d, summary) for d in distances]
+    assert [hit.score for hit in result.singles] == pytest.approx(expected, abs=1e-12)
+    assert [hit.mmd2 for hit in result.singles] == sorted(hit.mmd2 for hit in result.singles)
+    # on the raw squared MMDs the scores would differ (the map is what the reference scores)
+    raw = DistanceSummary.of([hit.mmd2 for hit in result.singles])
+    assert result.singles[1].score != pytest.approx(
+        reference_score(result.singles[1].mmd2, raw), abs=1e-3
+    )
+
+
 def test_semantic_rules() -> None:
     records = [
         (
