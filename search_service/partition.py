@@ -11,7 +11,8 @@ larger error).
 
 A search: FAISS retrieves candidates by the FAISS vectors (an exact scan while the partition
 holds up to `flat_max` learnwares; beyond, an inverted file `IVF<sqrt n>,SQ8`, retrained when
-the partition has grown fourfold); the fine embeddings re-score them; the best of those are
+the partition has grown or shrunk fourfold, flat again when it has shrunk within flat_max);
+the fine embeddings re-score them; the best of those are
 re-ranked with the exact squared MMD of their reduced sets (float32 z, float64 beta, float64
 arithmetic): <u,u> - 2 <u,l> + <l,l>, with <l,l> computed once at insert. While the embedding
 error (measured on the exactly ranked: mean `shift`, spread `sigma`) could hide one of the
@@ -367,10 +368,12 @@ class Partition:
         return True
 
     def _needs_rebuild(self) -> bool:
+        """Flat past flat_max learnwares; IVF retrained after growing or shrinking fourfold
+        since its training (back to flat if it is then within flat_max)."""
         n = self.count
         if self.nlist == 0:
             return n > self.flat_max
-        return n > IVF_REGROW * self._trained_at
+        return n > IVF_REGROW * self._trained_at or IVF_REGROW * n < self._trained_at
 
     def _rebuild(self) -> None:
         """(Re)build FAISS from our vectors: flat while small, IVF (re)trained beyond."""

@@ -97,6 +97,31 @@ def test_ranking_equals_brute_force(market: tuple, flat_max: int) -> None:
         assert result.candidate_count == M and result.mixture is None
 
 
+def test_ivf_is_retrained_when_the_partition_shrinks_and_turns_flat_again(market: tuple) -> None:
+    """IVF past flat_max; it stays IVF while the partition shrinks less than fourfold (no
+    flip-flop at the threshold), then goes back to the flat scan, and the ranking still
+    equals the brute force over the learnwares left."""
+    specs, centres = market
+    index = SearchIndex(flat_max=100)
+    es = entries(specs)
+    index.upsert_many(es)
+    (partition,) = index.partitions.values()
+    assert partition.index_type.startswith("IVF")
+    for entry in es[:220]:  # 80 left: more than 300 / 4
+        index.remove(entry.learnware_id)
+    assert partition.index_type.startswith("IVF") and partition.count == 80
+    for entry in es[220:240]:  # 60 left: shrunk fourfold, within flat_max
+        index.remove(entry.learnware_id)
+    assert partition.index_type == "IDMap2,Flat" and partition.nlist == 0
+    left = list(range(240, M))
+    for q in range(3):
+        user = query_near(centres[left[q * 7]], seed=q)
+        result = index.search(SearchRequest(spec=user, page_size=10, max_mixture=1))
+        expected = brute_force(specs, user, keep=left)
+        assert [int(h.learnware_id[3:]) for h in result.singles] == [i for i, _ in expected[:10]]
+        assert result.candidate_count == len(left)
+
+
 def test_fine_rescoring_ranks_few_exactly_and_keeps_the_ranking(market: tuple) -> None:
     """Default settings: FAISS's candidates are re-scored with the fine embedding and only a
     few dozen of the 300 are ranked exactly, yet the page equals the brute-force ranking."""
