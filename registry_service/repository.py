@@ -1135,10 +1135,13 @@ class Repository:
         batch_size: int = 100,
         poll_interval_s: float = 5.0,
         with_specifications: bool = False,
-    ) -> AsyncIterator[ChangeEventRow]:
+        mark_caught_up: bool = False,
+    ) -> AsyncIterator[ChangeEventRow | None]:
         """Every event after `since`, then each new one as it commits (LISTEN on
         `lwdock_changes`, polling every `poll_interval_s` as a safety net), until the consumer
-        stops. Uses its own connection, not one of the pool's."""
+        stops. With `mark_caught_up`, one None follows the replay: the first time a read
+        returns fewer than `batch_size` events, every event committed before that read has
+        been yielded. Uses its own connection, not one of the pool's."""
         try:
             conn = await AsyncConnection.connect(
                 self._pool.conninfo, **{**self._pool.kwargs, "autocommit": True}
@@ -1147,6 +1150,7 @@ class Repository:
             raise (self._map_error(exc) or exc) from exc
         try:
             await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+            replaying = mark_caught_up
             while True:
                 events = await self._events(conn, since, batch_size, with_specifications)
                 for event in events:
@@ -1154,6 +1158,9 @@ class Repository:
                     since = event.sequence
                 if len(events) == batch_size:
                     continue
+                if replaying:
+                    replaying = False
+                    yield None
                 async for _ in conn.notifies(timeout=poll_interval_s, stop_after=1):
                     pass
         except psycopg.Error as exc:

@@ -442,10 +442,11 @@ class RegistryService:
             )
         return job
 
-    def watch(self, since: int) -> AsyncIterator[ChangeEventRow]:
+    def watch(self, since: int) -> AsyncIterator[ChangeEventRow | None]:
+        """The change feed after `since`, with one None marking the end of the replay."""
         if since < 0:
             raise InvalidArgument.for_field("since_sequence", "must not be negative")
-        return self.repo.watch(since, with_specifications=True)
+        return self.repo.watch(since, with_specifications=True, mark_caught_up=True)
 
     # -- tokens ----------------------------------------------------------------------------
 

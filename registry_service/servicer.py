@@ -184,7 +184,10 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         events = self.service.watch(request.since_sequence)
         try:
             async for event in events:
-                yield pb.WatchChangesResponse(event=converters.change_event_to_proto(event))
+                if event is None:  # the end of the replay
+                    yield pb.WatchChangesResponse(caught_up=True)
+                else:
+                    yield pb.WatchChangesResponse(event=converters.change_event_to_proto(event))
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 

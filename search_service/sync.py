@@ -1,10 +1,10 @@
 """The index follows the registry's change feed (RegistryService.WatchChanges).
 
 Each connection first asks the registry's health (SERVING only once its database answers),
-then watches from the index's last sequence: the registry replays every later event, then
-follows new ones as they commit. The index counts as caught up once the stream has been
-quiet for `idle_s` (the replay arrives back to back, so a pause means the replay is over);
-from then on every event is applied as it arrives. A broken stream or an unreachable
+then watches from the index's last sequence: the registry replays every later event, marks
+the end of the replay with a `caught_up` response, then follows new ones as they commit. The
+index counts as caught up once it has applied the events before that marker; from then on
+every event is applied as it arrives. A broken stream or an unreachable
 registry marks the index not synced (it keeps serving what it has) and the follower
 reconnects with exponential backoff, resuming from the last sequence it applied, so it
 neither misses nor repeats an event. Snapshots are written when the index first catches up,
@@ -37,11 +37,11 @@ log = logging.getLogger("lwdock.search")
 
 REGISTRY_SERVICE = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 _END = object()
+_CAUGHT_UP = object()
 
 
 @dataclass
 class FollowerOptions:
-    idle_s: float = 0.3
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
     snapshot_interval_s: float = 30.0
@@ -130,15 +130,12 @@ class RegistryFollower:
             pump = asyncio.create_task(_pump(call, queue))
             try:
                 while True:
-                    timeout = None if self.index.synced else self.options.idle_s
-                    try:
-                        item = await asyncio.wait_for(queue.get(), timeout)
-                    except TimeoutError:
-                        await self._caught_up()
-                        self._progressed = True
-                        continue
-                    batch = [item]
-                    while not queue.empty() and len(batch) < self.options.batch_max:
+                    batch = [await queue.get()]
+                    while (
+                        not queue.empty()
+                        and len(batch) < self.options.batch_max
+                        and batch[-1] is not _CAUGHT_UP
+                    ):
                         batch.append(queue.get_nowait())
                     ended = await self._apply(batch)
                     self._progressed = True
@@ -146,6 +143,8 @@ class RegistryFollower:
                         if isinstance(ended, BaseException):
                             raise ended
                         raise Unavailable("the registry ended the change feed")
+                    if batch[-1] is _CAUGHT_UP:
+                        await self._caught_up()
                     await self._maybe_snapshot()
             finally:
                 call.cancel()
@@ -163,6 +162,8 @@ class RegistryFollower:
             if item is _END or isinstance(item, BaseException):
                 ended = item
                 break
+            if item is _CAUGHT_UP:
+                continue
             changes.append(change_to_domain(item))  # type: ignore[arg-type]
         await asyncio.to_thread(self.index.apply_many, changes)
         metrics.publish(self.index)
@@ -214,7 +215,7 @@ class RegistryFollower:
 async def _pump(call: grpc.aio.UnaryStreamCall, queue: asyncio.Queue[object]) -> None:
     try:
         async for reply in call:
-            queue.put_nowait(reply.event)
+            queue.put_nowait(reply.event if reply.HasField("event") else _CAUGHT_UP)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

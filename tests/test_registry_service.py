@@ -382,18 +382,15 @@ async def test_watch_replays_then_follows(registry: Registry) -> None:
         assert first.event.snapshot.learnware_id == lw.learnware_id
         assert to_numpy(first.event.snapshot.specifications[0].rkme.z).shape == (100, 64)
         last = first.event.sequence
-        # Drain the replay, then a live change arrives.
-        while True:
-            try:
-                reply = await asyncio.wait_for(queue.get(), 1.0)
-            except TimeoutError:
-                break
+        # The replay ends with one caught_up response (no event), then a live change arrives.
+        while not (reply := await asyncio.wait_for(queue.get(), 10)).caught_up:
             assert reply.event.sequence > last
             last = reply.event.sequence
+        assert not reply.HasField("event")
         data = rezip(ZIP, b"watched")
         created = await create(registry, who="bob", data=data)
         live = await asyncio.wait_for(queue.get(), 10)
-        assert live.event.sequence > last
+        assert not live.caught_up and live.event.sequence > last
         assert live.event.type == resources_pb2.CHANGE_TYPE_CREATED
         assert live.event.learnware == created.name
     finally:

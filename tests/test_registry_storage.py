@@ -424,6 +424,24 @@ async def test_watch_replays_then_follows(repo: Repository) -> None:
         await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def test_watch_marks_the_end_of_the_replay_once(repo: Repository) -> None:
+    """With mark_caught_up, one None follows the replay, after every event committed before
+    it (here across several batches), and never again; new events follow it."""
+    since = await repo.latest_sequence()
+    made = [await make(repo, f"m{i}") for i in range(5)]
+    stream = repo.watch(since, batch_size=2, poll_interval_s=60, mark_caught_up=True)
+    try:
+        replay = []
+        while (event := await asyncio.wait_for(anext(stream), 10)) is not None:
+            replay.append(event)
+        assert [e.learnware_id for e in replay] == [lw.id for lw in made]
+        later = await make(repo, "after")
+        event = await asyncio.wait_for(anext(stream), 10)
+        assert event is not None and event.learnware_id == later.id
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------------------------------
 # etags and updates
 

@@ -53,9 +53,7 @@ from tests.conftest import service_settings, wait_serving
 from tests.test_registry_service import SEMANTIC_JSON, ZIP
 
 D = 64  # the fixture package's input dimension
-FOLLOW = FollowerOptions(
-    idle_s=0.2, backoff_initial_s=0.05, backoff_max_s=0.4, snapshot_interval_s=0.5
-)
+FOLLOW = FollowerOptions(backoff_initial_s=0.05, backoff_max_s=0.4, snapshot_interval_s=0.5)
 VISIBLE_WITHIN_S = 2.0
 SearchStub = search_service_pb2_grpc.SearchServiceStub
 
@@ -437,3 +435,77 @@ async def test_registry_down_then_up_converges(world: World, tmp_path: Path) -> 
             await eventually(converged, within_s=10)
         finally:
             await handle.stop(registry_settings)
+
+
+class _PausingRegistry(registry_service_pb2_grpc.RegistryServiceServicer):
+    """A stand-in registry (a real gRPC server) whose replay stops halfway for `pause_s`, as
+    a slow database page would, before its end-of-replay marker."""
+
+    def __init__(self, events: list, pause_after: int, pause_s: float) -> None:
+        self.events, self.pause_after, self.pause_s = events, pause_after, pause_s
+
+    async def WatchChanges(
+        self, request: registry_pb.WatchChangesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb.WatchChangesResponse]:
+        for i, event in enumerate(self.events):
+            if i == self.pause_after:
+                await asyncio.sleep(self.pause_s)
+            if event.sequence > request.since_sequence:
+                yield registry_pb.WatchChangesResponse(event=event)
+        yield registry_pb.WatchChangesResponse(caught_up=True)
+        await asyncio.Event().wait()  # live: no new changes
+
+
+def _created(sequence: int, spec: RKMESpec) -> object:
+    from lwdock.registry.v1 import resources_pb2 as registry_resources_pb2
+
+    learnware_id = f"lw-{sequence:08d}"
+    return registry_resources_pb2.ChangeEvent(
+        sequence=sequence,
+        type=registry_resources_pb2.CHANGE_TYPE_CREATED,
+        learnware=f"learnwares/{learnware_id}",
+        snapshot=learnware_pb2.Learnware(
+            learnware_id=learnware_id,
+            state=learnware_pb2.LEARNWARE_STATE_ACTIVE,
+            specifications=[learnware_pb2.Specification(name="spec", rkme=rkme_to_proto(spec))],
+        ),
+    )
+
+
+async def test_caught_up_only_at_the_end_of_the_replay_marker() -> None:
+    """A pause inside the replay is not its end: the follower reports caught up (and the
+    index synced) only once it has applied every event before the registry's marker."""
+    from grpc_health.v1 import health as health_module
+
+    events = [_created(i + 1, spec_at(float(i), seed=i)) for i in range(4)]
+    server = grpc.aio.server()
+    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+        _PausingRegistry(events, pause_after=2, pause_s=4.0), server
+    )
+    health = health_module.aio.HealthServicer()
+    await health.set(REGISTRY_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    index = SearchIndex()
+    caught_up: list[int] = []
+
+    async def on_caught_up() -> None:
+        caught_up.append(index.last_sequence)
+
+    follower = RegistryFollower(index, f"127.0.0.1:{port}", options=FOLLOW)
+    follower.on_caught_up = on_caught_up
+    follower.start()
+    try:
+        await eventually(lambda: _async(index.last_sequence == 2), within_s=3)
+        await asyncio.sleep(0.6)  # inside the registry's pause (the old rule: 0.3 s quiet)
+        assert index.last_sequence == 2 and not index.synced and caught_up == []
+        await eventually(lambda: _async(index.synced), within_s=8)
+        assert caught_up == [4] and index.learnware_count == 4
+    finally:
+        await follower.stop()
+        await server.stop(None)
+
+
+async def _async(value: bool) -> bool:
+    return value

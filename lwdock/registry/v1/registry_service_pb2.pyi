@@ -134,10 +134,12 @@ class WatchChangesRequest(_message.Message):
     def __init__(self, since_sequence: _Optional[int] = ...) -> None: ...
 
 class WatchChangesResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "caught_up")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     event: _resources_pb2.ChangeEvent
-    def __init__(self, event: _Optional[_Union[_resources_pb2.ChangeEvent, _Mapping]] = ...) -> None: ...
+    caught_up: bool
+    def __init__(self, event: _Optional[_Union[_resources_pb2.ChangeEvent, _Mapping]] = ..., caught_up: _Optional[bool] = ...) -> None: ...
 
 class GetSemanticVocabularyRequest(_message.Message):
     __slots__ = ()

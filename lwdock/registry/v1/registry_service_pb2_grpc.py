@@ -198,6 +198,7 @@ class RegistryServiceServicer:
     def WatchChanges(self, request, context):
         """Replays change events after `since_sequence`, then follows new ones as they commit.
         A client that reconnects with its last sequence misses nothing and sees nothing twice.
+        One response with `caught_up` set (and no event) marks the end of the replay.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
