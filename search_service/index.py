@@ -170,6 +170,7 @@ class SearchIndex:
 
     def _upsert_many(self, entries: Sequence[LearnwareEntry]) -> None:
         latest = list({entry.learnware_id: entry for entry in entries}.values())
+        semantic = {entry.learnware_id: entry.semantic for entry in latest}
         for entry in latest:
             self._remove(entry.learnware_id)
         grouped: dict[str, list[tuple[str, RKMESpec]]] = {}
@@ -184,7 +185,12 @@ class SearchIndex:
                 grouped.setdefault(name, []).append((entry.learnware_id, spec))
             placements.append((entry, tuple(names)))
         for name, items in grouped.items():
-            self.partitions[name].add_many(items)
+            partition = self.partitions[name]
+            partition.add_many(items)
+            partition.semantics.assign(
+                [partition.slot_of[i] for i, _ in items],
+                [semantic[i] for i, _ in items],
+            )
         # recorded only once indexed: a failure above leaves no learnware half-known
         for entry, names in placements:
             self.records[entry.learnware_id] = entry.semantic
@@ -350,23 +356,39 @@ class SearchIndex:
         self, partition: Partition, query: SemanticQuery, spec: RKMESpec
     ) -> np.ndarray | None:
         """Slots of the partition that pass the semantic query (and, for text specs, whose
-        languages include the user's); None = all of them."""
+        languages include the user's); None = all of them (also when every one passes). The
+        Class and Tag rules run on the partition's semantic columns; the id, language and
+        text rules on what passes."""
         languages = frozenset(spec.language) if spec.type is SpecType.TEXT else frozenset()
         if query.is_empty and not languages:
             return None
         slots = partition.live_slots()
-        kept: list[tuple[str, SemanticRecord]] = []
-        for slot in slots.tolist():
-            learnware_id = partition.ids[slot]
-            assert learnware_id is not None
-            if languages and not languages <= partition.languages[slot]:
-                continue
-            record = self.records[learnware_id]
-            if keeps_id(query, learnware_id) and query.keeps_tags(record):
-                kept.append((learnware_id, record))
+        if query.classes or query.scenarios:
+            passes = partition.semantics.keeps(query, slots)
+            if passes is None:  # more scenario values than the masks hold: the records
+                passes = np.fromiter(
+                    (query.keeps_tags(self.records[partition.ids[s] or ""]) for s in slots),
+                    dtype=bool,
+                    count=slots.size,
+                )
+            slots = slots[passes]
+        if query.learnware_id or languages:
+            slots = np.array(
+                [
+                    s
+                    for s in slots.tolist()
+                    if keeps_id(query, partition.ids[s] or "")
+                    and languages <= partition.languages[s]
+                ],
+                dtype=np.int64,
+            )
         if query.text.strip():
-            kept = [(i, self.records[i]) for i, _ in match_text(query.text, kept)]
-        return np.array(sorted(partition.slot_of[i] for i, _ in kept), dtype=np.int64)
+            kept = [(partition.ids[s] or "", self.records[partition.ids[s] or ""]) for s in slots]
+            matched = (partition.slot_of[i] for i, _ in match_text(query.text, kept))
+            slots = np.array(sorted(matched), dtype=np.int64)
+        # A filter that keeps the whole partition (Data = Table over a table partition, the
+        # usual query) filters nothing: the unfiltered path (FAISS, no scan) serves it.
+        return None if slots.size == partition.count else slots
 
 
 def _mixture_pool(ranked: Ranked, size: int) -> tuple[np.ndarray, np.ndarray]:

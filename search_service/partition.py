@@ -42,6 +42,7 @@ from lwdock.rkme.embedding import rff_embeddings
 from lwdock.rkme.kernel import inner_product
 from lwdock.rkme.spec import RKMESpec, SpecType
 from search_service.kernels import cross_matrix, gaussian_self_products
+from search_service.semantic import SemanticColumns
 
 FLAT_MAX = 32_768  # learnwares per partition before FAISS switches to IVF
 IVF_REGROW = 4  # retrain the IVF index when the partition has grown this many times
@@ -152,6 +153,8 @@ class Partition:
     languages: list[frozenset[str]] = field(default_factory=list)
     specs: list[RKMESpec | None] = field(default_factory=list)  # image partitions only
     free: list[int] = field(default_factory=list)
+    # the Class and Tag fields by slot, for the semantic filter (set by the index)
+    semantics: SemanticColumns = field(default_factory=SemanticColumns, repr=False)
 
     def __post_init__(self) -> None:
         embeddable = self.key.embeddable

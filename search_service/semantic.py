@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from rapidfuzz import fuzz, process
 
 FUZZY_MIN_SCORE = 75.0
@@ -149,3 +150,74 @@ def semantic_filter(
         if keeps_id(query, learnware_id) and query.keeps_tags(record)
     ]
     return match_text(query.text, kept)
+
+
+_CLASS_FIELDS = ("data_type", "task", "library", "license")
+_MAX_SCENARIOS = 64  # distinct scenario values a partition's bit masks can hold
+
+
+class SemanticColumns:
+    """The Class and Tag fields of a partition's learnwares as arrays by slot, so that the
+    reference's Class and Tag rules (`SemanticQuery.keeps_tags`) run as array operations
+    over a partition instead of a Python loop: each Class field as an int32 code (0 = no
+    value) and the scenarios as a 64-bit mask. A partition whose learnwares use more than 64
+    distinct scenario values falls back to the records (`keeps` returns None)."""
+
+    def __init__(self) -> None:
+        self.vocabulary: dict[str, dict[str, int]] = {f: {"": 0} for f in _CLASS_FIELDS}
+        self.codes = {f: np.zeros(0, dtype=np.int32) for f in _CLASS_FIELDS}
+        self.scenario_bits: dict[str, int] = {}
+        self.scenarios = np.zeros(0, dtype=np.uint64)
+        self.overflow = False
+
+    def assign(self, slots: Sequence[int], records: Sequence[SemanticRecord]) -> None:
+        if not slots:
+            return
+        needed = max(slots) + 1
+        if needed > self.scenarios.shape[0]:
+            size = max(needed, 2 * self.scenarios.shape[0], 64)
+            for name, codes in self.codes.items():
+                self.codes[name] = np.concatenate([codes, np.zeros(size - codes.size, np.int32)])
+            grown = np.zeros(size - self.scenarios.size, np.uint64)
+            self.scenarios = np.concatenate([self.scenarios, grown])
+        for slot, record in zip(slots, records, strict=True):
+            for name in _CLASS_FIELDS:
+                vocabulary = self.vocabulary[name]
+                value = getattr(record, name)
+                self.codes[name][slot] = vocabulary.setdefault(value, len(vocabulary))
+            mask = 0
+            for scenario in record.scenarios:
+                bit = self.scenario_bits.get(scenario)
+                if bit is None:
+                    if len(self.scenario_bits) == _MAX_SCENARIOS:
+                        self.overflow = True
+                        continue
+                    bit = self.scenario_bits[scenario] = len(self.scenario_bits)
+                mask |= 1 << bit
+            self.scenarios[slot] = mask
+
+    def keeps(self, query: SemanticQuery, slots: np.ndarray) -> np.ndarray | None:
+        """Which of the slots pass the query's Class and Tag rules (bool [n]); None when the
+        scenarios overflowed the masks (then ask `query.keeps_tags` of the records)."""
+        if self.overflow and query.scenarios:
+            return None
+        kept = np.ones(slots.size, dtype=bool)
+        for name, allowed in query.classes.items():
+            codes = self.codes[name][slots]
+            vocabulary = self.vocabulary[name]
+            allowed_codes = [vocabulary[v] for v in allowed if v and v in vocabulary]
+            passes = np.isin(codes, allowed_codes)
+            if OTHERS in allowed:
+                passes |= codes == 0
+            kept &= passes
+        if query.scenarios:
+            wanted = 0
+            for scenario in query.scenarios:
+                if scenario in self.scenario_bits:
+                    wanted |= 1 << self.scenario_bits[scenario]
+            masks = self.scenarios[slots]
+            passes = (masks & np.uint64(wanted)) != 0
+            if OTHERS in query.scenarios:
+                passes |= masks == 0
+            kept &= passes
+        return kept

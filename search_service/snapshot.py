@@ -184,6 +184,9 @@ def _fill(index: SearchIndex, root: Path, manifest: dict[str, Any]) -> None:
                 for learnware_id, spec in zip(ids, entry["specs"], strict=True)
             ]
             partition.add_many(items)
+        partition.semantics.assign(
+            [partition.slot_of[i] for i in ids], [index.records[i] for i in ids]
+        )
         index.partitions[entry["name"]] = partition
         for learnware_id in ids:
             placement.setdefault(learnware_id, []).append(entry["name"])

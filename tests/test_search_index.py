@@ -374,6 +374,104 @@ def test_image_scores_map_distances_as_the_reference_does() -> None:
     )
 
 
+def test_semantic_columns_apply_the_class_and_tag_rules_as_the_records_do() -> None:
+    """The partition's array form of the Class and Tag rules keeps exactly what
+    `SemanticQuery.keeps_tags` keeps, on random records and queries with empty values,
+    `Others` and unknown values; past 64 scenario values it defers to the records."""
+    from search_service.semantic import SemanticColumns
+
+    rng = np.random.default_rng(11)
+    values = {
+        "data_type": ["", "Table", "Image", "Others"],
+        "task": ["", "Classification", "Regression"],
+        "library": ["", "Scikit-learn", "PyTorch"],
+        "license": ["", "MIT", "Apache-2.0", "Others"],
+    }
+    scenario_values = ["Business", "Health", "Nature", "Education", "Others"]
+
+    def pick(options: list[str]) -> str:
+        return options[int(rng.integers(len(options)))]
+
+    records = [
+        SemanticRecord(
+            **{name: pick(options) for name, options in values.items()},
+            scenarios=tuple(
+                sorted({pick(scenario_values) for _ in range(int(rng.integers(0, 3)))})
+            ),
+        )
+        for _ in range(400)
+    ]
+    columns = SemanticColumns()
+    slots = np.arange(len(records))
+    columns.assign(slots.tolist(), records)
+    for _ in range(200):
+        query = SemanticQuery(
+            data_types=tuple({pick([*values["data_type"][1:], "Text"]) for _ in range(2)}),
+            tasks=tuple({pick(values["task"][1:]) for _ in range(int(rng.integers(0, 2)))}),
+            libraries=(),
+            scenarios=tuple(
+                {pick([*scenario_values, "Unknown"]) for _ in range(int(rng.integers(0, 3)))}
+            ),
+            licenses=tuple({pick(values["license"][1:]) for _ in range(int(rng.integers(0, 2)))}),
+        )
+        kept = columns.keeps(query, slots)
+        assert kept is not None
+        assert kept.tolist() == [query.keeps_tags(r) for r in records], query
+    many = SemanticColumns()
+    many.assign(list(range(70)), [SemanticRecord(scenarios=(f"s{i}",)) for i in range(70)])
+    assert many.keeps(SemanticQuery(scenarios=("s3",)), np.arange(70)) is None
+    assert many.keeps(SemanticQuery(data_types=("Table",)), np.arange(70)) is not None
+
+
+def test_filtered_statistical_search_equals_the_rules_over_the_records(market: tuple) -> None:
+    """With a semantic filter, the statistical search ranks exactly the learnwares the
+    reference's rules keep (also where the partition's scenarios overflow the masks)."""
+    specs, centres = market
+    user = query_near(centres[5], seed=3)
+    for overflow in (False, True):
+        es = entries(specs)
+        if overflow:  # 300 distinct scenario values, beyond the masks' 64
+            es = [
+                LearnwareEntry(
+                    e.learnware_id,
+                    SemanticRecord(
+                        data_type="Table",
+                        task=e.semantic.task,
+                        scenarios=(*e.semantic.scenarios, f"extra-{i}"),
+                    ),
+                    e.specs,
+                )
+                for i, e in enumerate(es)
+            ]
+        index = SearchIndex()
+        index.upsert_many(es)
+        query = SemanticQuery(tasks=("Classification",), scenarios=("Health",))
+        keep = [i for i, e in enumerate(es) if query.keeps_tags(e.semantic)]
+        assert 0 < len(keep) < len(es)
+        result = index.search(SearchRequest(spec=user, semantic=query, page_size=10, max_mixture=1))
+        expected = brute_force(specs, user, keep=keep)
+        assert [int(h.learnware_id[3:]) for h in result.singles] == [i for i, _ in expected[:10]]
+        assert result.candidate_count == len(keep)
+
+
+def test_a_filter_that_keeps_every_learnware_is_no_filter(market: tuple) -> None:
+    """Data = Table over a partition of table learnwares (the usual query) keeps them all:
+    the search takes the unfiltered path and returns what the unfiltered search returns."""
+    specs, centres = market
+    index = SearchIndex(flat_max=100)
+    index.upsert_many(entries(specs))
+    (partition,) = index.partitions.values()
+    user = query_near(centres[9], seed=4)
+    query = SemanticQuery(data_types=("Table", "Image"), scenarios=("Business", "Health"))
+    assert index._filter(partition, query, user) is None
+    filtered = index.search(SearchRequest(spec=user, semantic=query))
+    assert filtered == index.search(SearchRequest(spec=user))
+    assert filtered.candidate_count == M
+    narrower = SemanticQuery(data_types=("Table",), tasks=("Regression",))
+    kept = index._filter(partition, narrower, user)
+    assert kept is not None and kept.size == M // 2
+
+
 def test_semantic_rules() -> None:
     records = [
         (
