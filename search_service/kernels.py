@@ -2,10 +2,11 @@
 
 The cost of a search is the exact inner products <u, l> = sum_ij beta_u[i] beta_l[j]
 exp(-gamma |zu_i - z_j|^2) of the candidates it re-ranks, one exponential per pair of
-reduced-set points. They are computed with torch on the CPU: its float64 `exp` is vectorised
-(SLEEF, within 1 ulp) where numpy's is a scalar loop on CPUs without AVX-512, which makes the
-whole sum about twice as fast there; the values agree with the direct numpy formula to
-~1e-15 relative (tests/test_search_index.py). The inputs and outputs are numpy arrays.
+reduced-set points. numpy computes the products and torch (on the CPU) the exponentials:
+torch's float64 `exp` is vectorised (SLEEF, within 1 ulp) where numpy's is a scalar loop on
+CPUs without AVX-512, which makes the whole sum about twice as fast there; the values agree
+with the direct numpy formula to ~1e-15 relative (tests/test_search_kernels.py). The inputs
+and outputs are numpy arrays.
 """
 
 from __future__ import annotations
