@@ -216,6 +216,7 @@ class Watcher:
         stub = registry_service_pb2_grpc.RegistryServiceStub(self.channel)
         self.call = stub.WatchChanges(pb.WatchChangesRequest(since_sequence=since))
         self.events: list[resources_pb2.ChangeEvent] = []
+        self.markers = 0  # caught_up responses
         self.stop_after = stop_after
         self.cut = asyncio.Event()
         self.grew = asyncio.Event()
@@ -223,6 +224,10 @@ class Watcher:
 
     async def _pump(self) -> None:
         async for reply in self.call:
+            if reply.caught_up:  # the end-of-replay marker: no event
+                assert not reply.HasField("event")
+                self.markers += 1
+                continue
             self.events.append(reply.event)
             self.grew.set()
             if self.stop_after is not None and len(self.events) >= self.stop_after:
@@ -302,8 +307,10 @@ async def test_watch_is_exact_under_concurrent_writes_and_reconnects(
     seen_cut = [key_of(e) for e in cut.events]
     seen_resumed = [key_of(e) for e in resumed.events if e.sequence <= last]
 
-    # The uninterrupted stream is exactly the repository's list, in order.
+    # The uninterrupted stream is exactly the repository's list, in order, with one
+    # end-of-replay marker.
     assert seen_steady == want
+    assert steady.markers == 1
     # Before the cut and after the reconnect: no duplicates, nothing missed, in order.
     assert seen_cut == want[: len(seen_cut)]
     assert seen_cut + seen_resumed == want
