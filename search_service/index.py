@@ -185,12 +185,7 @@ class SearchIndex:
                 grouped.setdefault(name, []).append((entry.learnware_id, spec))
             placements.append((entry, tuple(names)))
         for name, items in grouped.items():
-            partition = self.partitions[name]
-            partition.add_many(items)
-            partition.semantics.assign(
-                [partition.slot_of[i] for i, _ in items],
-                [semantic[i] for i, _ in items],
-            )
+            self.partitions[name].add_many(items, [semantic[i] for i, _ in items])
         # recorded only once indexed: a failure above leaves no learnware half-known
         for entry, names in placements:
             self.records[entry.learnware_id] = entry.semantic

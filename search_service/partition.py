@@ -42,7 +42,7 @@ from lwdock.rkme.embedding import rff_embeddings
 from lwdock.rkme.kernel import inner_product
 from lwdock.rkme.spec import RKMESpec, SpecType
 from search_service.kernels import cross_matrix, gaussian_self_products
-from search_service.semantic import SemanticColumns
+from search_service.semantic import SemanticColumns, SemanticRecord
 
 FLAT_MAX = 32_768  # learnwares per partition before FAISS switches to IVF
 IVF_REGROW = 4  # retrain the IVF index when the partition has grown this many times
@@ -153,7 +153,7 @@ class Partition:
     languages: list[frozenset[str]] = field(default_factory=list)
     specs: list[RKMESpec | None] = field(default_factory=list)  # image partitions only
     free: list[int] = field(default_factory=list)
-    # the Class and Tag fields by slot, for the semantic filter (set by the index)
+    # the Class and Tag fields by slot, for the semantic filter
     semantics: SemanticColumns = field(default_factory=SemanticColumns, repr=False)
 
     def __post_init__(self) -> None:
@@ -288,12 +288,13 @@ class Partition:
     def add_many(
         self,
         items: Sequence[tuple[str, RKMESpec]],
+        records: Sequence[SemanticRecord],
         fine: np.ndarray | FineCodes | None = None,
         self_products: np.ndarray | None = None,
     ) -> None:
-        """Insert or replace learnwares. `fine` (fine embeddings, or their codes) and
-        `self_products` may be given (a snapshot, a bulk build); otherwise they are computed
-        here."""
+        """Insert or replace learnwares, with their semantic records (for the filter's
+        columns). `fine` (fine embeddings, or their codes) and `self_products` may be given
+        (a snapshot, a bulk build); otherwise they are computed here."""
         for learnware_id, _ in items:
             self.remove(learnware_id)
         if not items:
@@ -322,6 +323,7 @@ class Partition:
                 self.specs[slot] = spec
                 self.point_bytes += spec.z.nbytes + spec.beta.nbytes
         self.alive[slots] = True
+        self.semantics.assign(slots.tolist(), records)
         self._far_pool = None
         self.self_products[slots] = self_products
         self.self_product_sum += float(np.sum(self_products))
@@ -352,7 +354,8 @@ class Partition:
         self.languages[slot] = frozenset()
         if self.key.embeddable:
             assert self._near is not None
-            self.fine_sum -= self.fine_values(np.array([slot]))[0].astype(np.float64)
+            stored = FineCodes(self.fine[slot : slot + 1], self.fine_scales[slot : slot + 1])
+            self.fine_sum -= stored.values()[0].astype(np.float64)
             points, beta = self.points[slot], self.betas[slot]
             assert points is not None and beta is not None
             self.point_bytes -= points.nbytes + beta.nbytes
@@ -409,10 +412,6 @@ class Partition:
 
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.alive).astype(np.int64)
-
-    def fine_values(self, slots: np.ndarray) -> np.ndarray:
-        """The stored fine embeddings of the slots, float32 [n, rescore_dimension]."""
-        return self.fine[slots].astype(np.float32) * self.fine_scales[slots, None]
 
     def fine_estimate(self, user: UserSpec, slots: np.ndarray) -> np.ndarray:
         """Squared MMD estimated from the fine embeddings, float64."""

@@ -176,17 +176,15 @@ def _fill(index: SearchIndex, root: Path, manifest: dict[str, Any]) -> None:
                     )
                 ]
                 codes = FineCodes(data["fine"], data["fine_scales"])
-                partition.add_many(items, codes, data["self_products"])
+                records = [index.records[i] for i in ids]
+                partition.add_many(items, records, codes, data["self_products"])
         else:
             ids = list(entry["ids"])
             items = [
                 (learnware_id, RKMESpec.from_reference_dict(spec))
                 for learnware_id, spec in zip(ids, entry["specs"], strict=True)
             ]
-            partition.add_many(items)
-        partition.semantics.assign(
-            [partition.slot_of[i] for i in ids], [index.records[i] for i in ids]
-        )
+            partition.add_many(items, [index.records[i] for i in ids])
         index.partitions[entry["name"]] = partition
         for learnware_id in ids:
             placement.setdefault(learnware_id, []).append(entry["name"])

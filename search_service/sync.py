@@ -165,8 +165,9 @@ class RegistryFollower:
             if item is _CAUGHT_UP:
                 continue
             changes.append(change_to_domain(item))  # type: ignore[arg-type]
-        await asyncio.to_thread(self.index.apply_many, changes)
-        metrics.publish(self.index)
+        if changes:  # the end-of-replay marker alone changes nothing
+            await asyncio.to_thread(self.index.apply_many, changes)
+            metrics.publish(self.index)
         return ended
 
     async def _caught_up(self) -> None:
