@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from lwdock.rkme.spec import RKMESpec
 
@@ -37,8 +38,6 @@ def kernel_columns(zu: np.ndarray, weights: np.ndarray, z: np.ndarray, gamma: fl
         return out.T if np.ndim(weights) == 2 else out[:, 0]
     user_sq = np.einsum("ij,ij->i", user, user)
     points_sq = np.einsum("ij,ij->i", points, points)
-    import torch  # on first use: a process that never searches does not load it
-
     block = np.empty((min(_BLOCK_POINTS, n), user.shape[0]))
     exponentials = torch.from_numpy(block)  # the same memory
     factored = gamma * (float(user_sq.max()) + float(points_sq.max())) < _FACTORED_LIMIT
@@ -90,8 +89,6 @@ def cross_matrix(
 
 def gaussian_self_products(specs: Sequence[RKMESpec], gamma: float) -> np.ndarray:
     """<s, s> for each spec (Gaussian kernel), batched over specs of the same size."""
-    import torch
-
     out = np.empty(len(specs))
     by_size: dict[int, list[int]] = {}
     for i, spec in enumerate(specs):
