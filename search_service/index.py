@@ -34,11 +34,11 @@ from search_service.partition import (
 from search_service.rwlock import ReadWriteLock
 from search_service.scoring import DistanceSummary, reference_score, similarity
 from search_service.semantic import (
+    SemanticCatalog,
     SemanticQuery,
     SemanticRecord,
     keeps_id,
     match_text,
-    semantic_filter,
 )
 
 DEFAULT_EMBEDDING_DIMENSION = 256
@@ -101,6 +101,8 @@ class SearchIndex:
     candidates: int = DEFAULT_CANDIDATES
     flat_max: int = FLAT_MAX
     records: dict[str, SemanticRecord] = field(default_factory=dict)
+    # the same records by slot, as arrays, for searches without a specification
+    catalog: SemanticCatalog = field(default_factory=SemanticCatalog, repr=False, compare=False)
     partitions: dict[str, Partition] = field(default_factory=dict)
     placement: dict[str, tuple[str, ...]] = field(default_factory=dict)
     last_sequence: int = 0
@@ -155,6 +157,7 @@ class SearchIndex:
 
     def _remove(self, learnware_id: str) -> bool:
         known = self.records.pop(learnware_id, None) is not None
+        self.catalog.remove(learnware_id)
         for name in self.placement.pop(learnware_id, ()):
             partition = self.partitions[name]
             partition.remove(learnware_id)
@@ -190,6 +193,7 @@ class SearchIndex:
         for entry, names in placements:
             self.records[entry.learnware_id] = entry.semantic
             self.placement[entry.learnware_id] = names
+        self.catalog.put_many([(entry.learnware_id, entry.semantic) for entry in latest])
         self.changes += len(entries)
 
     def apply(self, sequence: int, learnware_id: str, entry: LearnwareEntry | None) -> None:
@@ -244,9 +248,14 @@ class SearchIndex:
                 return self._semantic_search(request.semantic, page_size, request.offset)
             return self._statistical_search(request, page_size)
 
+    def reset_records(self, records: dict[str, SemanticRecord]) -> None:
+        """Replace every semantic record (a snapshot being loaded)."""
+        self.records = records
+        self.catalog = SemanticCatalog()
+        self.catalog.put_many(list(records.items()))
+
     def _semantic_search(self, query: SemanticQuery, page_size: int, offset: int) -> SearchResult:
-        in_market_order = sorted(self.records.items(), key=lambda item: item[0], reverse=True)
-        matches = semantic_filter(query, in_market_order)
+        matches = self.catalog.search(query)
         page = matches[offset : offset + page_size]
         reason = "" if matches else _no_semantic_match(query, len(self.records))
         return SearchResult(

@@ -54,6 +54,10 @@ EXACT_MIN = 20  # learnwares re-ranked exactly per search, at least
 EXACT_EXTRA = 10  # ... and at least this many beyond the results needed
 FAR_CANDIDATES = 2  # farthest learnwares re-ranked exactly for the score's maximum
 FAR_POOL = 256  # IVF: learnwares of largest <l, l> among which the farthest are sought
+# A filter keeping more learnwares than this searches the IVF index restricted to them (an
+# IDSelector); up to this many, their FAISS vectors are scanned.
+FILTER_SCAN_MAX = 4096
+MEAN_SAMPLE = 4096  # filtered IVF: kept learnwares whose vectors estimate the score's mean
 IVF_CODES = "SQ8"  # FAISS vectors in IVF lists: 8-bit scalar quantised (re-scored anyway)
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
 ERROR_MARGIN = 3.0  # in standard deviations of the measured embedding error
@@ -511,7 +515,7 @@ class Partition:
                 widenings < EXTEND_ROUNDS
                 and k < count
                 and float(coarse.max()) <= exact.limit(needed, pool, "coarse")
-                and not (keep is None and self.nlist and found.size < k)
+                and not (retrieval.ivf and found.size < k)
             )
             if not widen:
                 break
@@ -622,8 +626,16 @@ class _Exact:
 
 
 class _Retrieval:
-    """Embedding-space queries of one search: FAISS over the whole partition, or a scan of
-    the kept slots' FAISS vectors (computed once)."""
+    """Embedding-space queries of one search, by how the kept learnwares are reached:
+
+    - `ivf`: FAISS's IVF index, over the whole partition or, for a filter keeping more than
+      FILTER_SCAN_MAX learnwares, restricted to the kept ones by an `IDSelectorBitmap` (with
+      nprobe raised by the share of the partition the filter drops, so that as many kept
+      learnwares are probed as an unfiltered search probes learnwares);
+    - `scan`: the FAISS vectors of every learnware (flat partitions) or of the kept ones,
+      computed once per search (the same scan serves the farthest learnwares and every
+      widening).
+    """
 
     def __init__(self, partition: Partition, user: UserSpec, keep: np.ndarray | None) -> None:
         assert user.vector is not None and user.fine is not None
@@ -635,18 +647,37 @@ class _Retrieval:
         self._estimate: np.ndarray | None = None  # over keep, or over every slot in use
         self._products: np.ndarray | None = None  # <v, query> over keep
         self._live = 0  # finite entries of _estimate
+        self.ivf = bool(partition.nlist) and (keep is None or keep.size > FILTER_SCAN_MAX)
+        self._params: faiss.SearchParametersIVF | None = None
+        if self.ivf:
+            nprobe = partition._nprobe()
+            if keep is not None:
+                mask = np.zeros(len(partition.ids), dtype=bool)
+                mask[keep] = True
+                self._bitmap = np.packbits(mask, bitorder="little")  # referenced while used
+                self._selector = faiss.IDSelectorBitmap(self._bitmap)
+                share = keep.size / max(partition.count, 1)
+                nprobe = math.ceil(nprobe / share)
+                self._params = faiss.SearchParametersIVF(
+                    nprobe=min(partition.nlist, nprobe), sel=self._selector
+                )
+            else:
+                self._params = faiss.SearchParametersIVF(nprobe=nprobe)
 
     def _scan(self) -> np.ndarray:
         if self._estimate is None:
             p = self.partition
+            used = len(p.ids)
             if self.keep is None:
-                used = len(p.ids)
                 estimate = p.vector_norms[:used] - 2.0 * (p.vectors[:used] @ self.query[0])
                 estimate = estimate.astype(np.float64) + self.user_norm
                 estimate[~p.alive[:used]] = np.inf
                 self._live = p.count
             else:
-                self._products = p.vectors[self.keep] @ self.query[0]
+                if 2 * self.keep.size > used:  # one pass over all: no copy of the kept rows
+                    self._products = (p.vectors[:used] @ self.query[0])[self.keep]
+                else:
+                    self._products = p.vectors[self.keep] @ self.query[0]
                 estimate = p.vector_norms[self.keep] - 2.0 * self._products + self.user_norm
                 estimate = estimate.astype(np.float64)
                 self._live = estimate.size
@@ -654,15 +685,12 @@ class _Retrieval:
         return self._estimate
 
     def nearest(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest slots by FAISS-vector distance, with those distances.
-
-        A flat partition is scanned once per search (the same scan serves the farthest
-        learnwares and every widening); an IVF partition is searched for k."""
+        """The k nearest kept slots by FAISS-vector distance, with those distances."""
         p = self.partition
-        if self.keep is None and p.nlist:
+        if self.ivf:
             assert p._near is not None
-            params = faiss.SearchParametersIVF(nprobe=p._nprobe())
-            distances, found = p._near.search(self.query, min(k, p.count), params=params)
+            total = p.count if self.keep is None else self.keep.size
+            distances, found = p._near.search(self.query, min(k, total), params=self._params)
             mask = found[0] >= 0
             return found[0][mask].astype(np.int64), distances[0][mask].astype(np.float64)
         estimate = self._scan()
@@ -677,15 +705,20 @@ class _Retrieval:
         return self.keep[positions], estimate[positions]
 
     def farthest(self, k: int) -> np.ndarray:
-        """The k farthest slots by FAISS-vector distance: exactly, from the scan, while the
-        partition is flat (or filtered); among the FAR_POOL learnwares of largest <l, l>
-        under IVF. The largest squared MMD, <u,u> + <l,l> - 2 <u,l>, belongs to a learnware
-        far from the user (<u,l> near 0) with a large <l,l>: the pool holds those."""
+        """The k farthest kept slots by FAISS-vector distance: exactly, from the scan, when
+        scanning; under IVF among the FAR_POOL kept learnwares of largest <l, l>. The
+        largest squared MMD, <u,u> + <l,l> - 2 <u,l>, belongs to a learnware far from the
+        user (<u,l> near 0) with a large <l,l>: the pool holds those."""
         p = self.partition
-        if self.keep is None and p.nlist:
-            pool = p.far_pool()
-            vectors = p.vectors[pool]
-            distance = p.vector_norms[pool] - 2.0 * (vectors @ self.query[0])
+        if self.ivf:
+            if self.keep is None:
+                pool = p.far_pool()
+            elif self.keep.size > FAR_POOL:
+                largest = np.argpartition(-p.self_products[self.keep], FAR_POOL - 1)[:FAR_POOL]
+                pool = np.sort(self.keep[largest])
+            else:
+                pool = self.keep
+            distance = p.vector_norms[pool] - 2.0 * (p.vectors[pool] @ self.query[0])
             return pool[np.argsort(-distance, kind="stable")[:k]]
         estimate = self._scan()
         k = min(k, self._live)
@@ -696,11 +729,16 @@ class _Retrieval:
 
     def mean_cross(self) -> float:
         """Estimated mean of <u, l> over the kept learnwares: from the running sum of fine
-        embeddings, or from the scan of the kept FAISS vectors."""
+        embeddings (no filter), the scan of the kept FAISS vectors, or (filtered IVF) the
+        FAISS vectors of MEAN_SAMPLE kept learnwares evenly spaced among them."""
         p = self.partition
         if self.keep is None:
             assert self.user.fine is not None
             return float(self.user.fine.astype(np.float64) @ p.fine_sum) / p.count
+        if self.ivf:
+            step = max(1, self.keep.size // MEAN_SAMPLE)
+            sample = self.keep[::step]
+            return float((p.vectors[sample] @ self.query[0]).astype(np.float64).mean())
         self._scan()
         assert self._products is not None
         return float(self._products.mean())

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.dtypes import StringDType
 from rapidfuzz import fuzz, process
 
 FUZZY_MIN_SCORE = 75.0
@@ -114,30 +115,40 @@ def match_text(
     Substring matches (score 100, in the given order) when there are any; otherwise fuzzy
     matches with partial_ratio >= 75, best first (stable). An empty text keeps everything.
     """
+    return match_lowered_text(
+        query_text,
+        [learnware_id for learnware_id, _ in candidates],
+        [record.name.lower() for _, record in candidates],
+        [record.description.lower() for _, record in candidates],
+    )
+
+
+def match_lowered_text(
+    query_text: str,
+    ids: Sequence[str],
+    names: Sequence[str] | np.ndarray,
+    descriptions: Sequence[str] | np.ndarray,
+) -> list[tuple[str, float]]:
+    """`match_text` over the candidates' ids and their lowercased names and descriptions
+    (lists or numpy string arrays): the substring test runs in numpy's string ufuncs."""
     q = query_text.strip().lower()
     if not q:
-        return [(learnware_id, 100.0) for learnware_id, _ in candidates]
-    exact = [
-        (learnware_id, 100.0)
-        for learnware_id, record in candidates
-        if q in record.name.lower() or q in record.description.lower()
-    ]
-    if exact or not candidates:
-        return exact
-    names = [record.name.lower() for _, record in candidates]
-    descriptions = [record.description.lower() for _, record in candidates]
+        return [(learnware_id, 100.0) for learnware_id in ids]
+    if not len(ids):
+        return []
+    name_array = np.asarray(names, dtype=StringDType())
+    description_array = np.asarray(descriptions, dtype=StringDType())
+    hits = (np.strings.find(name_array, q) >= 0) | (np.strings.find(description_array, q) >= 0)
+    if hits.any():
+        return [(ids[i], 100.0) for i in np.flatnonzero(hits).tolist()]
     scores = [
         process.cdist([q], texts, scorer=fuzz.partial_ratio, dtype="float32", workers=1)[0]
-        for texts in (names, descriptions)
+        for texts in (name_array.tolist(), description_array.tolist())
     ]
-    best = [max(float(a), float(b)) for a, b in zip(scores[0], scores[1], strict=True)]
-    kept = [
-        (learnware_id, score)
-        for (learnware_id, _), score in zip(candidates, best, strict=True)
-        if score >= FUZZY_MIN_SCORE
-    ]
-    kept.sort(key=lambda item: -item[1])
-    return kept
+    best = np.maximum(scores[0], scores[1]).astype(np.float64)
+    kept = np.flatnonzero(best >= FUZZY_MIN_SCORE)
+    kept = kept[np.argsort(-best[kept], kind="stable")]
+    return [(ids[i], float(best[i])) for i in kept.tolist()]
 
 
 def semantic_filter(
@@ -221,3 +232,90 @@ class SemanticColumns:
                 passes |= masks == 0
             kept &= passes
         return kept
+
+
+class SemanticCatalog:
+    """Every indexed learnware's semantic record by slot, for searches without a
+    specification: the Class and Tag fields as `SemanticColumns`, the lowercased names and
+    descriptions as numpy string arrays, and the market order (ids descending, as the
+    reference lists its learnwares) cached until the catalog changes. `search` returns what
+    `semantic_filter` returns over the records in market order."""
+
+    def __init__(self) -> None:
+        self.columns = SemanticColumns()
+        self.ids: list[str | None] = []
+        self.records: list[SemanticRecord | None] = []
+        self.slot_of: dict[str, int] = {}
+        self.free: list[int] = []
+        self.names = np.zeros(0, dtype=StringDType())
+        self.descriptions = np.zeros(0, dtype=StringDType())
+        self._order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def put_many(self, items: Sequence[tuple[str, SemanticRecord]]) -> None:
+        """Insert or replace records (the last of an id wins)."""
+        slots = []
+        for learnware_id, record in items:
+            slot = self.slot_of.get(learnware_id)
+            if slot is None:
+                if self.free:
+                    slot = self.free.pop()
+                else:
+                    slot = len(self.ids)
+                    self.ids.append(None)
+                    self.records.append(None)
+                self.slot_of[learnware_id] = slot
+            self.ids[slot] = learnware_id
+            self.records[slot] = record
+            slots.append(slot)
+        if not slots:
+            return
+        if len(self.ids) > self.names.size:
+            size = max(len(self.ids), 2 * self.names.size, 64)
+            grown = np.zeros(size - self.names.size, dtype=StringDType())
+            self.names = np.concatenate([self.names, grown])
+            self.descriptions = np.concatenate([self.descriptions, grown])
+        records = [record for _, record in items]
+        self.columns.assign(slots, records)
+        self.names[slots] = [record.name.lower() for record in records]
+        self.descriptions[slots] = [record.description.lower() for record in records]
+        self._order = None
+
+    def remove(self, learnware_id: str) -> bool:
+        slot = self.slot_of.pop(learnware_id, None)
+        if slot is None:
+            return False
+        self.ids[slot] = None
+        self.records[slot] = None
+        self.names[slot] = self.descriptions[slot] = ""
+        self.free.append(slot)
+        self._order = None
+        return True
+
+    def market_order(self) -> np.ndarray:
+        """The live slots, ids descending."""
+        if self._order is None:
+            slots = np.fromiter(self.slot_of.values(), dtype=np.int64, count=len(self.slot_of))
+            keys = np.array([self.ids[s] for s in slots.tolist()], dtype=StringDType())
+            self._order = slots[np.argsort(keys, kind="stable")[::-1]]
+        return self._order
+
+    def search(self, query: SemanticQuery) -> list[tuple[str, float]]:
+        slots = self.market_order()
+        if query.classes or query.scenarios:
+            passes = self.columns.keeps(query, slots)
+            if passes is None:  # more scenario values than the masks hold: the records
+                records = self.records
+                passes = np.fromiter(
+                    (query.keeps_tags(records[s]) for s in slots.tolist()),  # type: ignore[arg-type]
+                    dtype=bool,
+                    count=slots.size,
+                )
+            slots = slots[passes]
+        ids = [self.ids[s] or "" for s in slots.tolist()]
+        if query.learnware_id:
+            kept = [i for i, learnware_id in enumerate(ids) if keeps_id(query, learnware_id)]
+            slots, ids = slots[kept], [ids[i] for i in kept]
+        return match_lowered_text(query.text, ids, self.names[slots], self.descriptions[slots])

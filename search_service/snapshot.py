@@ -143,7 +143,7 @@ def load_snapshot(index: SearchIndex, directory: Path) -> bool:
         _fill(index, root, manifest)
     except Exception as exc:  # truncated npz (BadZipFile), malformed specs...: replay from 0
         log.warning("ignoring an unreadable snapshot", extra={"snapshot": name, "error": str(exc)})
-        index.records.clear()
+        index.reset_records({})
         index.partitions.clear()
         index.placement.clear()
         index.last_sequence = 0
@@ -152,7 +152,7 @@ def load_snapshot(index: SearchIndex, directory: Path) -> bool:
 
 
 def _fill(index: SearchIndex, root: Path, manifest: dict[str, Any]) -> None:
-    index.records = {i: SemanticRecord.from_dict(r) for i, r in manifest["records"].items()}
+    index.reset_records({i: SemanticRecord.from_dict(r) for i, r in manifest["records"].items()})
     placement: dict[str, list[str]] = {}
     for entry in manifest["partitions"]:
         key = _key_from_dict(entry["key"])

@@ -454,6 +454,50 @@ def test_filtered_statistical_search_equals_the_rules_over_the_records(market: t
         assert result.candidate_count == len(keep)
 
 
+def test_a_filter_over_an_ivf_partition_searches_faiss_restricted_to_the_kept(
+    market: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter keeping more than FILTER_SCAN_MAX learnwares of an IVF partition: FAISS is
+    searched with an IDSelector over the kept slots (no scan of their vectors), and the
+    ranking still equals the brute-force one over the kept learnwares; the scores agree
+    with those of the scan of the kept vectors (their mean is estimated on a sample)."""
+    import search_service.partition as partition_module
+
+    specs, centres = market
+    index = SearchIndex(flat_max=100, candidates=40)
+    index.upsert_many(entries(specs))
+    (partition,) = index.partitions.values()
+    assert partition.nlist
+    query = SemanticQuery(tasks=("Classification",))
+    keep = [i for i in range(M) if i % 2 == 1]
+    selected: list[int] = []
+    faiss_search = type(partition._near).search
+
+    def spy(self, x, k, *args, params=None, **kwargs):
+        if params is not None and params.sel is not None:
+            selected.append(k)
+        return faiss_search(self, x, k, *args, params=params, **kwargs)
+
+    monkeypatch.setattr(type(partition._near), "search", spy)
+    monkeypatch.setattr(partition_module, "FILTER_SCAN_MAX", 50)
+    monkeypatch.setattr(partition_module, "MEAN_SAMPLE", 40)
+    rng = np.random.default_rng(11)
+    for q in range(4):
+        user = query_near(centres[keep[rng.integers(len(keep))]], seed=20 + q)
+        request = SearchRequest(spec=user, semantic=query, page_size=10, max_mixture=1)
+        result = index.search(request)
+        expected = brute_force(specs, user, keep)
+        assert [int(h.learnware_id[3:]) for h in result.singles] == [i for i, _ in expected[:10]]
+        assert result.candidate_count == len(keep)
+        monkeypatch.setattr(partition_module, "FILTER_SCAN_MAX", 10_000)
+        scanned = index.search(request)
+        monkeypatch.setattr(partition_module, "FILTER_SCAN_MAX", 50)
+        assert [h.learnware_id for h in scanned.singles] == [h.learnware_id for h in result.singles]
+        for a, b in zip(result.singles, scanned.singles, strict=True):
+            assert a.mmd2 == b.mmd2 and a.score == pytest.approx(b.score, abs=0.05)
+    assert selected  # the restricted FAISS search ran
+
+
 def test_a_filter_that_keeps_every_learnware_is_no_filter(market: tuple) -> None:
     """Data = Table over a partition of table learnwares (the usual query) keeps them all:
     the search takes the unfiltered path and returns what the unfiltered search returns."""
@@ -499,6 +543,57 @@ def test_semantic_rules() -> None:
     assert [i for i, _ in semantic_filter(SemanticQuery(learnware_id="099"), records)] == [
         "lw-00000099"
     ]
+
+
+@pytest.mark.parametrize("overflow", [False, True], ids=["masks", "records"])
+def test_semantic_only_search_equals_the_rules_over_the_records(overflow: bool) -> None:
+    """A search without a specification (the catalog's arrays) returns what the reference's
+    rules return over the records in market order, through inserts, updates and removals;
+    `records` = more scenario values than the masks hold."""
+    rng = np.random.default_rng(5)
+    words = ["gauss", "linear", "forest", "image", "speech", "tabular"]
+    scenario_pool = [f"s{i}" for i in range(80 if overflow else 6)]
+
+    def record(i: int) -> SemanticRecord:
+        return SemanticRecord(
+            data_type=str(rng.choice(["Table", "Image", ""])),
+            task=str(rng.choice(["Classification", "Regression", ""])),
+            library=str(rng.choice(["PyTorch", "Scikit-learn"])),
+            scenarios=tuple(rng.choice(scenario_pool, size=rng.integers(0, 3), replace=False)),
+            license="MIT",
+            name=f"{rng.choice(words)} model {i}",
+            description=f"A {rng.choice(words).upper()} learnware, number {i}",
+        )
+
+    index = SearchIndex()
+    index.upsert_many([LearnwareEntry(f"lw-{i:08d}", record(i)) for i in range(400)])
+    queries = [
+        SemanticQuery(),
+        SemanticQuery(data_types=("Table",), tasks=("Regression", "Others")),
+        SemanticQuery(scenarios=("s1", "s4")),
+        SemanticQuery(scenarios=("Others",), libraries=("PyTorch",)),
+        SemanticQuery(text="forest"),
+        SemanticQuery(text="Speech Learnware, number 1"),
+        SemanticQuery(text="lineer modl", tasks=("Classification",)),  # fuzzy
+        SemanticQuery(text="no such words at all"),
+        SemanticQuery(learnware_id="0000012", data_types=("Image",)),
+    ]
+    for step in range(3):
+        in_market_order = sorted(index.records.items(), key=lambda item: item[0], reverse=True)
+        for query in queries:
+            expected = semantic_filter(query, in_market_order)
+            result = index.search(SearchRequest(semantic=query, page_size=1000))
+            assert [h.learnware_id for h in result.singles] == [i for i, _ in expected]
+            assert result.candidate_count == len(expected)
+        # updates, removals and new learnwares (slots are reused)
+        changed = rng.choice(400, size=60, replace=False)
+        for i in changed[:30].tolist():
+            index.remove(f"lw-{i:08d}")
+        index.upsert_many(
+            [LearnwareEntry(f"lw-{i:08d}", record(i)) for i in changed[30:].tolist()]
+            + [LearnwareEntry(f"lw-{1000 + 10 * step + j:08d}", record(j)) for j in range(10)]
+        )
+    assert len(index.catalog) == len(index.records)
 
 
 def test_semantic_only_search_and_empty_reasons(market: tuple) -> None:
