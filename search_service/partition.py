@@ -10,9 +10,10 @@ embedding, scaled (a prefix of random features is itself a random-feature embedd
 larger error).
 
 A search: FAISS retrieves candidates by the FAISS vectors (an exact scan while the partition
-holds up to `flat_max` learnwares; beyond, an inverted file `IVF<sqrt n>,SQ8`, retrained when
-the partition has grown or shrunk fourfold, flat again when it has shrunk within flat_max);
-the fine embeddings re-score them; the best of those are
+holds up to `flat_max` learnwares; beyond, an inverted file `IVF<sqrt n>,PQ<d/4>x4fs` of 4-bit
+fast-scan product codes, whose candidates are re-ranked by their float32 FAISS vectors;
+retrained when the partition has grown or shrunk fourfold, flat again when it has shrunk
+within flat_max); the fine embeddings re-score them; the best of those are
 re-ranked with the exact squared MMD of their reduced sets (float32 z, float64 beta, float64
 arithmetic): <u,u> - 2 <u,l> + <l,l>, with <l,l> computed once at insert. While the embedding
 error (measured on the exactly ranked: mean `shift`, spread `sigma`) could hide one of the
@@ -58,7 +59,12 @@ FAR_POOL = 256  # IVF: learnwares of largest <l, l> among which the farthest are
 # IDSelector); up to this many, their FAISS vectors are scanned.
 FILTER_SCAN_MAX = 4096
 MEAN_SAMPLE = 4096  # filtered IVF: kept learnwares whose vectors estimate the score's mean
-IVF_CODES = "SQ8"  # FAISS vectors in IVF lists: 8-bit scalar quantised (re-scored anyway)
+# IVF lists hold 4-bit fast-scan product codes (one 4-bit code per 4 dimensions, scanned
+# with SIMD table look-ups: ~15x faster than 8-bit scalar codes here, so that 4x more lists
+# are probed for less time); the REFINE_FACTOR x k nearest by those codes are re-ranked by
+# the float32 FAISS vectors the partition keeps anyway, and the k best returned.
+IVF_SUBVECTOR = 4
+REFINE_FACTOR = 2
 EXTEND_ROUNDS = 3  # widenings of the retrieval while the embedding error could hide a result
 ERROR_MARGIN = 3.0  # in standard deviations of the measured embedding error
 POOL_MARGIN = 1.0  # the same for the mixture's candidates (only which ones, not their order)
@@ -197,7 +203,7 @@ class Partition:
         if not self.key.embeddable:
             return "ExactScan"
         if self.nlist:
-            return f"IVF{self.nlist},{IVF_CODES}(nprobe={self._nprobe()})"
+            return f"IVF{self.nlist},{self.ivf_codes}(nprobe={self._nprobe()})"
         return "IDMap2,Flat"
 
     @property
@@ -206,8 +212,15 @@ class Partition:
         alive = self.count
         total = self.point_bytes + self.self_products.nbytes + self.alive.nbytes
         if self.key.embeddable:
-            code_bytes = 1 if self.nlist else 4  # IVF: SQ8 codes; flat: float32
-            total += self.vectors.nbytes + alive * self.embedding_dimension * code_bytes
+            # FAISS's codes: float32 vectors (flat), or 4 bits per IVF_SUBVECTOR dimensions
+            # (fast-scan PQ), or a byte per dimension (SQ8)
+            if not self.nlist:
+                code_bytes = 4 * self.embedding_dimension
+            elif self.ivf_codes == "SQ8":
+                code_bytes = self.embedding_dimension
+            else:
+                code_bytes = self.embedding_dimension // IVF_SUBVECTOR // 2
+            total += self.vectors.nbytes + alive * code_bytes
             total += self.fine.nbytes + self.fine_scales.nbytes + self.fine_norms.nbytes
             total += self.vector_norms.nbytes
         return total
@@ -234,8 +247,16 @@ class Partition:
             return 1.0 - np.exp(-values / IMAGE_SCORE_SCALE)
         return values
 
+    @property
+    def ivf_codes(self) -> str:
+        """The codes of IVF lists: fast-scan PQ where the dimension allows an even number
+        of 4-dimension subvectors, else 8-bit scalar quantisation."""
+        if self.embedding_dimension % (2 * IVF_SUBVECTOR) == 0:
+            return f"PQ{self.embedding_dimension // IVF_SUBVECTOR}x4fs"
+        return "SQ8"
+
     def _nprobe(self) -> int:
-        return self.nprobe or max(32, self.nlist // 16)
+        return self.nprobe or min(self.nlist, max(64, self.nlist // 4))
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -400,7 +421,7 @@ class Partition:
         rng = np.random.default_rng(self.embedding_seed)
         sample_size = min(n, TRAIN_POINTS_PER_LIST * nlist)
         sample = vectors[np.sort(rng.choice(n, size=sample_size, replace=False))]
-        near = faiss.index_factory(dim, f"IVF{nlist},{IVF_CODES}", faiss.METRIC_L2)
+        near = faiss.index_factory(dim, f"IVF{nlist},{self.ivf_codes}", faiss.METRIC_L2)
         ivf = faiss.extract_index_ivf(near)
         ivf.cp.niter = KMEANS_ITERATIONS
         ivf.cp.seed = self.embedding_seed
@@ -690,9 +711,14 @@ class _Retrieval:
         if self.ivf:
             assert p._near is not None
             total = p.count if self.keep is None else self.keep.size
-            distances, found = p._near.search(self.query, min(k, total), params=self._params)
-            mask = found[0] >= 0
-            return found[0][mask].astype(np.int64), distances[0][mask].astype(np.float64)
+            wanted = min(REFINE_FACTOR * k, total)
+            _, found = p._near.search(self.query, wanted, params=self._params)
+            slots = found[0][found[0] >= 0].astype(np.int64)
+            vectors = p.vectors[slots]
+            distance = p.vector_norms[slots] - 2.0 * (vectors @ self.query[0])
+            distance = distance.astype(np.float64) + self.user_norm
+            best = np.argsort(distance, kind="stable")[:k]
+            return slots[best], distance[best]
         estimate = self._scan()
         k = min(k, self._live)
         if k >= estimate.size:
