@@ -367,15 +367,9 @@ class SearchIndex:
         if query.is_empty and not languages:
             return None
         slots = partition.live_slots()
-        if query.classes or query.scenarios:
-            passes = partition.semantics.keeps(query, slots)
-            if passes is None:  # more scenario values than the masks hold: the records
-                passes = np.fromiter(
-                    (query.keeps_tags(self.records[partition.ids[s] or ""]) for s in slots),
-                    dtype=bool,
-                    count=slots.size,
-                )
-            slots = slots[passes]
+        slots = partition.semantics.kept_slots(
+            query, slots, lambda slot: self.records[partition.ids[slot] or ""]
+        )
         if query.learnware_id or languages:
             slots = np.array(
                 [

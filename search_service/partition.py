@@ -228,12 +228,15 @@ class Partition:
     def far_pool(self) -> np.ndarray:
         """The FAR_POOL live slots of largest <l, l> (cached until the partition changes)."""
         if self._far_pool is None:
-            slots = self.live_slots()
-            if slots.size > FAR_POOL:
-                largest = np.argpartition(-self.self_products[slots], FAR_POOL - 1)[:FAR_POOL]
-                slots = np.sort(slots[largest])
-            self._far_pool = slots
+            self._far_pool = self.largest_self_products(self.live_slots())
         return self._far_pool
+
+    def largest_self_products(self, slots: np.ndarray) -> np.ndarray:
+        """The FAR_POOL of the slots with the largest <l, l> (all of them if fewer), sorted."""
+        if slots.size <= FAR_POOL:
+            return slots
+        largest = np.argpartition(-self.self_products[slots], FAR_POOL - 1)[:FAR_POOL]
+        return np.sort(slots[largest])
 
     def score_distances(self, mmd2: np.ndarray | float) -> np.ndarray:
         """The distances the reference's score is computed from: the squared MMD, except for
@@ -685,6 +688,12 @@ class _Retrieval:
             else:
                 self._params = faiss.SearchParametersIVF(nprobe=nprobe)
 
+    def _distances(self, slots: np.ndarray) -> np.ndarray:
+        """Squared distances of the slots' float32 FAISS vectors to the query, float64."""
+        p = self.partition
+        distance = p.vector_norms[slots] - 2.0 * (p.vectors[slots] @ self.query[0])
+        return distance.astype(np.float64) + self.user_norm
+
     def _scan(self) -> np.ndarray:
         if self._estimate is None:
             p = self.partition
@@ -714,9 +723,7 @@ class _Retrieval:
             wanted = min(REFINE_FACTOR * k, total)
             _, found = p._near.search(self.query, wanted, params=self._params)
             slots = found[0][found[0] >= 0].astype(np.int64)
-            vectors = p.vectors[slots]
-            distance = p.vector_norms[slots] - 2.0 * (vectors @ self.query[0])
-            distance = distance.astype(np.float64) + self.user_norm
+            distance = self._distances(slots)
             best = np.argsort(distance, kind="stable")[:k]
             return slots[best], distance[best]
         estimate = self._scan()
@@ -737,15 +744,8 @@ class _Retrieval:
         user (<u,l> near 0) with a large <l,l>: the pool holds those."""
         p = self.partition
         if self.ivf:
-            if self.keep is None:
-                pool = p.far_pool()
-            elif self.keep.size > FAR_POOL:
-                largest = np.argpartition(-p.self_products[self.keep], FAR_POOL - 1)[:FAR_POOL]
-                pool = np.sort(self.keep[largest])
-            else:
-                pool = self.keep
-            distance = p.vector_norms[pool] - 2.0 * (p.vectors[pool] @ self.query[0])
-            return pool[np.argsort(-distance, kind="stable")[:k]]
+            pool = p.far_pool() if self.keep is None else p.largest_self_products(self.keep)
+            return pool[np.argsort(-self._distances(pool), kind="stable")[:k]]
         estimate = self._scan()
         k = min(k, self._live)
         negated = np.where(np.isfinite(estimate), -estimate, np.inf)

@@ -9,7 +9,7 @@ fuzzy with `rapidfuzz.fuzz.partial_ratio >= 75`, best first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -207,6 +207,25 @@ class SemanticColumns:
                 mask |= 1 << bit
             self.scenarios[slot] = mask
 
+    def kept_slots(
+        self,
+        query: SemanticQuery,
+        slots: np.ndarray,
+        record_of: Callable[[int], SemanticRecord],
+    ) -> np.ndarray:
+        """The slots that pass the query's Class and Tag rules: on the columns or, where the
+        scenarios overflowed the masks, on the records (`record_of(slot)`)."""
+        if not (query.classes or query.scenarios):
+            return slots
+        passes = self.keeps(query, slots)
+        if passes is None:
+            passes = np.fromiter(
+                (query.keeps_tags(record_of(s)) for s in slots.tolist()),
+                dtype=bool,
+                count=slots.size,
+            )
+        return slots[passes]
+
     def keeps(self, query: SemanticQuery, slots: np.ndarray) -> np.ndarray | None:
         """Which of the slots pass the query's Class and Tag rules (bool [n]); None when the
         scenarios overflowed the masks (then ask `query.keeps_tags` of the records)."""
@@ -294,6 +313,11 @@ class SemanticCatalog:
         self._order = None
         return True
 
+    def _record(self, slot: int) -> SemanticRecord:
+        record = self.records[slot]
+        assert record is not None
+        return record
+
     def market_order(self) -> np.ndarray:
         """The live slots, ids descending."""
         if self._order is None:
@@ -303,17 +327,7 @@ class SemanticCatalog:
         return self._order
 
     def search(self, query: SemanticQuery) -> list[tuple[str, float]]:
-        slots = self.market_order()
-        if query.classes or query.scenarios:
-            passes = self.columns.keeps(query, slots)
-            if passes is None:  # more scenario values than the masks hold: the records
-                records = self.records
-                passes = np.fromiter(
-                    (query.keeps_tags(records[s]) for s in slots.tolist()),  # type: ignore[arg-type]
-                    dtype=bool,
-                    count=slots.size,
-                )
-            slots = slots[passes]
+        slots = self.columns.kept_slots(query, self.market_order(), self._record)
         ids = [self.ids[s] or "" for s in slots.tolist()]
         if query.learnware_id:
             kept = [i for i, learnware_id in enumerate(ids) if keeps_id(query, learnware_id)]
