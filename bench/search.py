@@ -14,14 +14,17 @@ two (half). Reported per M:
   unless the search waits or is descheduled);
 - top-1 agreement and recall@10 against the exact ranking: a brute-force float64 squared MMD
   to every learnware (`lwdock.rkme.gaussian_kernel`), on a subset of the queries at large M;
-- searches/s over gRPC (M <= 10^4): the real servicer in a server on loopback, a client in
-  another process with 8 calls in flight;
+- searches/s over gRPC (M <= 10^4): `python -m search_service` on loopback serving the index
+  (written as a snapshot, which it loads), as one process and as 2 worker processes sharing
+  the port (LWDOCK_SEARCH_WORKERS), and a client process with 8 channels (connections), one
+  call in flight on each;
 - the reference (`learnware==0.4.0.post1`, EasyStatSearcher, greedy mixture, max_search_num 5)
   on the same learnwares and queries for M in {10^2, 10^3}: median time per search, the speed
   ratio, and whether its top single equals ours.
 
-Every computation runs on one thread (BLAS, OpenMP, FAISS, torch) on both sides; the gRPC
-server may use the machine's cores through its worker threads. `--quick` (M up to 10^4)
+Every computation runs on one thread (BLAS, OpenMP, FAISS, torch) on both sides; a search
+service process runs its searches on a few threads, which share one core through the GIL, so
+its workers are how it uses more cores. `--quick` (M up to 10^4)
 finishes in a few minutes; its last line is one JSON object of key figures.
 """
 
@@ -36,6 +39,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -61,7 +65,8 @@ QUICK_EXACT_QUERIES = {100: 100, 1_000: 100, 10_000: 50}
 QUICK_GRPC_SECONDS = 3.0
 REFERENCE_QUERIES = {100: 10, 1_000: 5}
 GRPC_SECONDS = 5.0
-GRPC_CONCURRENCY = 8
+GRPC_CONCURRENCY = 8  # client channels, one call in flight on each
+GRPC_WORKERS = 2  # search_service processes sharing the port (LWDOCK_SEARCH_WORKERS)
 BUILD_CHUNK = 20_000
 
 
@@ -273,11 +278,11 @@ def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
     )
     if m <= GRPC_MAX_SIZE:
         seconds = QUICK_GRPC_SECONDS if quick else GRPC_SECONDS
-        _log(f"M={m}: gRPC for 2 x {seconds:.0f} s ...")
-        row.grpc_qps, row.grpc_p50_ms = asyncio.run(grpc_throughput(index, specs, work, 5, seconds))
-        row.extra["grpc_qps_singles"], _ = asyncio.run(
-            grpc_throughput(index, specs, work, 1, seconds)
-        )
+        _log(f"M={m}: gRPC, 1 and {GRPC_WORKERS} workers, 3 x {seconds:.0f} s ...")
+        grpc = grpc_throughput(index, specs, work, m, seconds)
+        row.grpc_qps, row.grpc_p50_ms = grpc["qps_n"], grpc["p50_ms_n"]
+        row.extra["grpc_qps_1"] = grpc["qps_1"]
+        row.extra["grpc_qps_singles"] = grpc["singles_qps_n"]
     if m in REFERENCE_SIZES:
         _log(f"M={m}: the reference ...")
         reference_vs_ours(market, m, queries, full_results, work, row)
@@ -287,21 +292,19 @@ def run_size(market: Market, m: int, work: Path, quick: bool) -> Row:
 # --- gRPC ------------------------------------------------------------------------------------
 
 
-async def grpc_throughput(
-    index: Any, specs: list[Any], work: Path, max_mixture: int, seconds: float
-) -> tuple[float, float]:
-    """Searches/s and the median latency of a client process with GRPC_CONCURRENCY calls in
-    flight against the real servicer on loopback."""
-    import grpc
+def _free_port() -> int:
+    import socket
 
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _request_file(specs: list[Any], path: Path, max_mixture: int) -> Path:
     from lwdock.converters import rkme_to_proto
-    from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
-    from lwdock.server.bootstrap import ServiceApp, start
-    from lwdock.settings import Settings
-    from search_service.servicer import SearchServicer
+    from lwdock.search.v1 import search_service_pb2
 
-    requests = work / "grpc-requests.bin"
-    with requests.open("wb") as out:
+    with path.open("wb") as out:
         for spec in specs:
             message = search_service_pb2.SearchLearnwaresRequest(
                 page_size=10, max_mixture=max_mixture
@@ -309,31 +312,90 @@ async def grpc_throughput(
             message.statistical_specification.rkme.CopyFrom(rkme_to_proto(spec))
             data = message.SerializeToString()
             out.write(len(data).to_bytes(4, "little") + data)
+    return path
 
-    def register(server: grpc.aio.Server) -> None:
-        search_service_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(index), server)
 
-    settings = Settings(home=work, port=0, drain_delay_s=0.0, grace_s=1.0)
-    app = ServiceApp(name="search", services=["lwdock.search.v1.SearchService"], register=register)
-    handle = await start(app, settings)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--grpc-client",
-            handle.address,
-            str(requests),
-            str(seconds),
-            stdout=subprocess.PIPE,
-        )
-        output, _ = await process.communicate()
-    finally:
-        await handle.stop(settings)
-    result = json.loads(output)
-    return float(result["qps"]), float(result["p50_ms"])
+def _wait_for_workers(address: str, workers: int, count: int, within_s: float = 180.0) -> None:
+    """Until each of the service's workers answers with `count` learnwares (separate
+    connections reach separate workers)."""
+    import grpc
+
+    from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
+
+    ready: set[int] = set()
+    deadline = time.monotonic() + within_s
+    while len(ready) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"search workers not ready within {within_s} s: {sorted(ready)}")
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(address, options=options) as channel:
+            stub = search_service_pb2_grpc.SearchServiceStub(channel)
+            try:
+                reply = stub.GetIndexStats(search_service_pb2.GetIndexStatsRequest(), timeout=5)
+            except grpc.RpcError:
+                time.sleep(0.5)
+                continue
+        if reply.learnware_count == count:
+            ready.add(reply.worker)
+        else:
+            time.sleep(0.2)
+
+
+def grpc_throughput(
+    index: Any, specs: list[Any], work: Path, m: int, seconds: float
+) -> dict[str, float]:
+    """Searches/s over gRPC against `python -m search_service` on loopback, with 1 and with
+    GRPC_WORKERS worker processes (LWDOCK_SEARCH_WORKERS) sharing the port: the index is
+    written as a snapshot that the workers load (no registry: they serve that index), and a
+    client process opens GRPC_CONCURRENCY channels (connections, which the kernel spreads over
+    the workers), one call in flight on each. Default searches on both, singles-only on the
+    workers. Keys: qps_1, p50_ms_1, qps_n, p50_ms_n, singles_qps_n."""
+    from search_service.snapshot import save_snapshot
+
+    snapshot = work / f"snapshot-{m}"
+    save_snapshot(index, snapshot)
+    default = _request_file(specs, work / "grpc-default.bin", 5)
+    singles = _request_file(specs, work / "grpc-singles.bin", 1)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LWDOCK_")}
+    out: dict[str, float] = {}
+    for workers, suffix, files in ((1, "1", (default,)), (GRPC_WORKERS, "n", (default, singles))):
+        port = _free_port()
+        env = {
+            **base_env,
+            "LWDOCK_HOME": str(work / f"service-{m}-{workers}"),
+            "LWDOCK_PORT": str(port),
+            "LWDOCK_SEARCH_SNAPSHOT_DIR": str(snapshot),
+            "LWDOCK_SEARCH_WORKERS": str(workers),
+            "LWDOCK_REGISTRY_ADDRESS": f"127.0.0.1:{_free_port()}",  # nothing there
+            "LWDOCK_LOG_LEVEL": "ERROR",
+            "LWDOCK_DRAIN_DELAY_S": "0",
+            "LWDOCK_GRACE_S": "1",
+        }
+        root = Path(__file__).resolve().parent.parent
+        server = subprocess.Popen([sys.executable, "-m", "search_service"], env=env, cwd=root)
+        try:
+            address = f"127.0.0.1:{port}"
+            _wait_for_workers(address, workers, index.learnware_count)
+            for path in files:
+                client = subprocess.run(
+                    [sys.executable, __file__, "--grpc-client", address, str(path), str(seconds)],
+                    check=True,
+                    stdout=subprocess.PIPE,
+                )
+                result = json.loads(client.stdout)
+                if path == default:
+                    out[f"qps_{suffix}"] = float(result["qps"])
+                    out[f"p50_ms_{suffix}"] = float(result["p50_ms"])
+                else:
+                    out[f"singles_qps_{suffix}"] = float(result["qps"])
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    return out
 
 
 async def grpc_client(address: str, data: bytes, seconds: float) -> dict[str, float]:
+    """GRPC_CONCURRENCY channels, each its own connection, one call in flight on each."""
     import grpc
 
     from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
@@ -349,24 +411,33 @@ async def grpc_client(address: str, data: bytes, seconds: float) -> dict[str, fl
         )
         offset += 4 + size
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 64 << 20)]
-    ) as channel:
-        stub = search_service_pb2_grpc.SearchServiceStub(channel)
-        await stub.SearchLearnwares(messages[0], timeout=30)  # connect and warm up
+    options = [
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.use_local_subchannel_pool", 1),  # a connection of its own
+    ]
+    channels = [
+        grpc.aio.insecure_channel(address, options=options) for _ in range(GRPC_CONCURRENCY)
+    ]
+    try:
+        stubs = [search_service_pb2_grpc.SearchServiceStub(c) for c in channels]
+        for stub in stubs:  # connect and warm up
+            await stub.SearchLearnwares(messages[0], timeout=30)
         deadline = time.perf_counter() + seconds
 
         async def loop(worker: int) -> None:
             i = worker
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                await stub.SearchLearnwares(messages[i % len(messages)], timeout=30)
+                await stubs[worker].SearchLearnwares(messages[i % len(messages)], timeout=30)
                 latencies.append(time.perf_counter() - started)
                 i += GRPC_CONCURRENCY
 
         started = time.perf_counter()
         await asyncio.gather(*(loop(w) for w in range(GRPC_CONCURRENCY)))
         elapsed = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     return {"qps": len(latencies) / elapsed, "p50_ms": 1e3 * float(np.median(latencies))}
 
 
@@ -475,17 +546,19 @@ def report(rows: list[Row], versions: dict[str, Any], elapsed: float, command: s
     print(
         "| M | index | build s | index B/lw | RSS B/lw | p50 ms | p99 ms | p50 CPU ms "
         "| p50 singles ms "
-        "| top-1 | recall@10 | exact queries | gRPC /s | gRPC p50 ms | gRPC singles /s "
+        f"| top-1 | recall@10 | exact queries | gRPC /s 1 worker | gRPC /s {GRPC_WORKERS} workers "
+        "| gRPC p50 ms | gRPC singles /s "
         "| reference ms | "
         "speed ratio | ref top-1 same | ref mixture same |"
     )
-    print("|" + "---|" * 19)
+    print("|" + "---|" * 20)
     for r in rows:
         print(
             f"| {r.m:,} | {r.index_type} | {r.build_s:.1f} | {r.index_bytes_per_learnware:,.0f} "
             f"| {r.rss_bytes_per_learnware:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
             f"| {r.p50_cpu_ms:.2f} | {r.p50_singles_ms:.2f} | {r.top1:.3f} | {r.recall10:.3f} "
             f"| {r.exact_queries} "
+            f"| {_fmt(r.extra.get('grpc_qps_1'), '{:.0f}')} "
             f"| {_fmt(r.grpc_qps, '{:.0f}')} | {_fmt(r.grpc_p50_ms)} "
             f"| {_fmt(r.extra.get('grpc_qps_singles'), '{:.0f}')} "
             f"| {_fmt(r.reference_ms, '{:.0f}')} "
@@ -511,6 +584,10 @@ def report(rows: list[Row], versions: dict[str, Any], elapsed: float, command: s
         if grpc_rows
         else None,
         "grpc_qps_m": max(grpc_rows, key=lambda r: r.m).m if grpc_rows else None,
+        "grpc_workers": GRPC_WORKERS if grpc_rows else None,
+        "grpc_qps_one_worker": round(max(grpc_rows, key=lambda r: r.m).extra["grpc_qps_1"], 1)
+        if grpc_rows
+        else None,
         "grpc_qps_singles": round(max(grpc_rows, key=lambda r: r.m).extra["grpc_qps_singles"], 1)
         if grpc_rows
         else None,

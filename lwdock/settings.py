@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     # version): FAISS vectors, and the fine embedding that re-scores FAISS's candidates.
     search_embedding_dimension: int = 256
     search_rescore_dimension: int = 1024
+    # search_service: processes serving the port (SO_REUSEPORT; the kernel spreads the
+    # clients' connections over them), each with its own index following the registry; a
+    # supervisor starts them and restarts one that dies. A search holds one core, and one
+    # process runs one search at a time (the GIL), so this is how searches use more cores.
+    search_workers: int = 1
+    # search_service: searches one process runs at once, in worker threads (more only
+    # contend for the GIL).
+    search_threads: int = 2
+    # Set by the search supervisor for its workers: this worker's number (0 writes the
+    # index snapshot), and binding with SO_REUSEPORT so that the workers share the port.
+    search_worker_index: int | None = None
+    share_port: bool = False
 
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.home / "blobs"

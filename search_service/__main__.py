@@ -1,5 +1,5 @@
-"""`python -m search_service [--port N]`: run the search service alone."""
+"""`python -m search_service [--port N] [--workers N]`: run the search service alone."""
 
-from search_service.server import main
+from search_service.cli import main
 
 main()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from lwdock.registry_client import RegistryClient
 from lwdock.search.v1 import search_service_pb2, search_service_pb2_grpc
-from lwdock.server.bootstrap import ServerHandle, ServiceApp, run
-from lwdock.settings import Settings, add_server_arguments, settings_from_args
+from lwdock.server.bootstrap import ServerHandle, ServiceApp
+from lwdock.settings import Settings
 from search_service import metrics
 from search_service.index import SearchIndex
 from search_service.servicer import SearchServicer
@@ -28,25 +28,36 @@ log = logging.getLogger("lwdock.search")
 
 def build_app(settings: Settings, *, follower_options: FollowerOptions | None = None) -> ServiceApp:
     """NOT_SERVING until the index has caught up with the registry at
-    settings.registry_address (after loading the snapshot under the snapshot directory)."""
+    settings.registry_address (after loading the snapshot under the snapshot directory).
+    A worker of a group (search_service.workers) other than worker 0 loads the snapshot but
+    does not write it."""
     index = SearchIndex(
         embedding_dimension=settings.search_embedding_dimension,
         rescore_dimension=settings.search_rescore_dimension,
     )
     snapshot_dir = settings.resolved_search_snapshot_dir()
     registry = RegistryClient(settings.registry_address, token=settings.service_token)
+    worker = settings.search_worker_index or 0
     follower = RegistryFollower(
         index,
         settings.registry_address,
-        snapshot_dir=snapshot_dir,
+        snapshot_dir=snapshot_dir if worker == 0 else None,
         options=follower_options,
         token=settings.service_token,
     )
 
+    searches = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+
     def register(server: grpc.aio.Server) -> None:
-        search_service_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchServicer(index, lambda: follower.last_error, registry), server
+        servicer = SearchServicer(
+            index,
+            lambda: follower.last_error,
+            registry,
+            executor=searches,
+            worker=worker,
+            workers=max(1, settings.search_workers),
         )
+        search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
 
     async def on_start(handle: ServerHandle) -> None:
         if load_snapshot(index, snapshot_dir):
@@ -72,6 +83,7 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
     async def on_stop() -> None:
         await follower.stop()
         await registry.close()
+        searches.shutdown(wait=False)
 
     return ServiceApp(
         name="search",
@@ -80,6 +92,7 @@ def build_app(settings: Settings, *, follower_options: FollowerOptions | None = 
         on_start=on_start,
         on_stop=on_stop,
         initially_not_serving={SERVICE_NAME},
+        log_fields={} if settings.search_worker_index is None else {"worker": worker},
     )
 
 
@@ -95,12 +108,3 @@ def one_thread_per_search() -> None:
     threadpoolctl.threadpool_limits(1)
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="search_service", description=__doc__)
-    add_server_arguments(parser)
-    parser.add_argument("--registry-address", help="registry to follow (LWDOCK_REGISTRY_ADDRESS)")
-    settings = settings_from_args(parser.parse_args(argv))
-    one_thread_per_search()
-    run(build_app, settings)

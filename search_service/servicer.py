@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 import grpc
 
@@ -20,10 +22,20 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         index: SearchIndex,
         sync_error: Callable[[], str] = lambda: "",
         registry: RegistryClient | None = None,
+        *,
+        executor: Executor | None = None,
+        worker: int = 0,
+        workers: int = 1,
     ) -> None:
+        """`executor` runs the searches (None: asyncio's default threads). A search holds
+        the GIL for most of its time: a few threads keep the core busy, and more only make
+        them contend (the server's `search_threads`)."""
         self.index = index
         self.sync_error = sync_error
         self.registry = registry
+        self.executor = executor
+        self.worker = worker
+        self.workers = workers
 
     async def SearchLearnwares(
         self,
@@ -32,7 +44,10 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
     ) -> search_service_pb2.SearchLearnwaresResponse:
         search = converters.search_request(request)
         sequence = self.index.last_sequence
-        result = await asyncio.to_thread(self.index.search, search)
+        variables = contextvars.copy_context()  # the request id of the logs, as to_thread
+        result = await asyncio.get_running_loop().run_in_executor(
+            self.executor, variables.run, self.index.search, search
+        )
         response = converters.search_response(result, search, sequence)
         if request.include_learnwares and self.registry is not None and response.single_results:
             found = await self.registry.get_many(
@@ -67,4 +82,6 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             rescore_dimension=index.rescore_dimension,
             sync_lag_seconds=index.sync_lag_s(),
             sync_error="" if index.synced else self.sync_error(),
+            worker=self.worker,
+            workers=self.workers,
         )

@@ -211,6 +211,13 @@ class RegistryFollower:
                 return
             self._saved_changes = self.index.changes
             self._last_save = time.monotonic()
+            log.info(
+                "snapshot written",
+                extra={
+                    "last_sequence": self.index.last_sequence,
+                    "learnwares": self.index.learnware_count,
+                },
+            )
 
 
 async def _pump(call: grpc.aio.UnaryStreamCall, queue: asyncio.Queue[object]) -> None:

@@ -56,6 +56,8 @@ class ServiceApp:
     initially_not_serving: set[str] = field(default_factory=set)
     # Verifies bearer tokens the tokens file does not know (the registry: its database).
     token_verifier: TokenVerifier | None = None
+    # Fields added to every log line of the process (a worker's number).
+    log_fields: dict[str, object] = field(default_factory=dict)
 
     @property
     def domain(self) -> str:
@@ -89,8 +91,9 @@ class ServerHandle:
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
-        # One process per port: a second server on the same port must fail, not share it.
-        ("grpc.so_reuseport", 0),
+        # One process per port (a second server on the same port must fail, not share it),
+        # except for the workers of one service, which share it on purpose.
+        ("grpc.so_reuseport", 1 if settings.share_port else 0),
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.max_send_message_length", settings.max_receive_message_bytes),
         # Keepalive, matched with lwdock.channels' client settings (GRPC.md section 3).
@@ -176,5 +179,5 @@ async def serve(app: ServiceApp, settings: Settings) -> None:
 def run(app_factory: Callable[[Settings], ServiceApp], settings: Settings) -> None:
     """Entry point of `python -m <service>`."""
     app = app_factory(settings)
-    configure_logging(app.name, settings.log_level, settings.log_format)
+    configure_logging(app.name, settings.log_level, settings.log_format, app.log_fields)
     asyncio.run(serve(app, settings))

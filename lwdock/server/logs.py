@@ -14,9 +14,10 @@ _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, fields: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.service = service
+        self.fields = dict(fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -24,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,
+            **self.fields,
             "logger": record.name,
             "msg": record.getMessage(),
         }
@@ -36,12 +38,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+def configure_logging(
+    service: str, level: str = "INFO", fmt: str = "json", fields: dict[str, Any] | None = None
+) -> None:
+    """Log lines to stderr; `fields` are added to each (a worker's number, say)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter(service))
+        handler.setFormatter(JsonFormatter(service, fields))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+        tags = "".join(f" {k}={v}" for k, v in (fields or {}).items())
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {service}{tags} %(levelname)s %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

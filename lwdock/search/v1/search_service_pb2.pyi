@@ -45,7 +45,7 @@ class GetIndexStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetIndexStatsResponse(_message.Message):
-    __slots__ = ("learnware_count", "partitions", "last_sequence", "synced", "embedding_dimension", "embedding_seed", "sync_lag_seconds", "sync_error", "rescore_dimension")
+    __slots__ = ("learnware_count", "partitions", "last_sequence", "synced", "embedding_dimension", "embedding_seed", "sync_lag_seconds", "sync_error", "rescore_dimension", "worker", "workers")
     LEARNWARE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class GetIndexStatsResponse(_message.Message):
     SYNC_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SYNC_ERROR_FIELD_NUMBER: _ClassVar[int]
     RESCORE_DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     learnware_count: int
     partitions: _containers.RepeatedCompositeFieldContainer[_resources_pb2.PartitionStats]
     last_sequence: int
@@ -64,4 +66,6 @@ class GetIndexStatsResponse(_message.Message):
     sync_lag_seconds: float
     sync_error: str
     rescore_dimension: int
-    def __init__(self, learnware_count: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[_resources_pb2.PartitionStats, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., synced: _Optional[bool] = ..., embedding_dimension: _Optional[int] = ..., embedding_seed: _Optional[int] = ..., sync_lag_seconds: _Optional[float] = ..., sync_error: _Optional[str] = ..., rescore_dimension: _Optional[int] = ...) -> None: ...
+    worker: int
+    workers: int
+    def __init__(self, learnware_count: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[_resources_pb2.PartitionStats, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., synced: _Optional[bool] = ..., embedding_dimension: _Optional[int] = ..., embedding_seed: _Optional[int] = ..., sync_lag_seconds: _Optional[float] = ..., sync_error: _Optional[str] = ..., rescore_dimension: _Optional[int] = ..., worker: _Optional[int] = ..., workers: _Optional[int] = ...) -> None: ...
