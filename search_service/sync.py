@@ -31,7 +31,7 @@ from lwdock.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from search_service import metrics
 from search_service.converters import change_to_domain
 from search_service.index import SearchIndex
-from search_service.snapshot import save_snapshot
+from search_service.snapshot import capture_snapshot, write_snapshot
 
 log = logging.getLogger("lwdock.search")
 
@@ -203,19 +203,22 @@ class RegistryFollower:
         with self._save_lock:
             if not force and self.index.changes == self._saved_changes:
                 return
+            # The index as it is now (under the read lock: the copy only), then written to
+            # disk while the feed's changes and the searches go on.
+            with self.index.lock.reading():
+                capture = capture_snapshot(self.index)
             try:
-                with self.index.lock.reading():  # a consistent index while it is written
-                    save_snapshot(self.index, self.snapshot_dir)
+                write_snapshot(capture, self.snapshot_dir)
             except OSError as exc:
                 log.warning("snapshot not written", extra={"error": str(exc)})
                 return
-            self._saved_changes = self.index.changes
+            self._saved_changes = capture.changes
             self._last_save = time.monotonic()
             log.info(
                 "snapshot written",
                 extra={
-                    "last_sequence": self.index.last_sequence,
-                    "learnwares": self.index.learnware_count,
+                    "last_sequence": capture.last_sequence,
+                    "learnwares": len(capture.records),
                 },
             )
 

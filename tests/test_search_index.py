@@ -706,6 +706,48 @@ def test_snapshot_writes_racing_leave_a_loadable_snapshot(market: tuple, tmp_pat
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
 
 
+def test_snapshot_is_written_while_changes_go_on(
+    market: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower holds the index's read lock only to capture it: while the capture is
+    written to disk, a change (which takes the write lock) goes through. The snapshot holds
+    the index as captured, and the change counts as unsaved, so the next write has it."""
+    import threading
+
+    import search_service.sync as sync
+    from search_service.sync import RegistryFollower
+
+    specs, _ = market
+    index = SearchIndex()
+    index.upsert_many(entries(specs[:31])[:30])
+    index.last_sequence = 3
+    late = entries(specs[:31])[30:]
+    follower = RegistryFollower(index, "127.0.0.1:1", snapshot_dir=tmp_path)
+    changed_during_write: list[bool] = []
+    real_write = sync.write_snapshot
+
+    def write_while_changing(capture: object, directory: Path) -> Path:
+        change = threading.Thread(target=index.upsert_many, args=(late,))
+        change.start()
+        change.join(timeout=10)
+        changed_during_write.append(not change.is_alive())
+        return real_write(capture, directory)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sync, "write_snapshot", write_while_changing)
+    follower.save_snapshot(force=True)
+    assert changed_during_write == [True]
+    assert index.learnware_count == 31
+    restored = SearchIndex()
+    assert load_snapshot(restored, tmp_path)
+    assert restored.learnware_count == 30 and late[0].learnware_id not in restored.records
+
+    monkeypatch.setattr(sync, "write_snapshot", real_write)
+    follower.save_snapshot(force=False)  # the change since the capture is still unsaved
+    restored = SearchIndex()
+    assert load_snapshot(restored, tmp_path)
+    assert restored.records == index.records
+
+
 def test_a_batch_of_changes_equals_them_one_by_one(market: tuple) -> None:
     specs, _ = market
     es = entries(specs[:6])
