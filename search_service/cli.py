@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from_args(parser.parse_args(flags))
     if settings.search_workers < 1:
         parser.error("--workers / LWDOCK_SEARCH_WORKERS must be at least 1")
+    if settings.search_threads < 1:
+        parser.error("LWDOCK_SEARCH_THREADS must be at least 1")
     if settings.search_workers > 1 and settings.search_worker_index is None:
         from search_service.workers import Supervisor
 

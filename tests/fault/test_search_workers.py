@@ -162,3 +162,21 @@ async def test_a_port_held_by_another_server_is_refused() -> None:
     assert process.returncode == 1
     assert b"cannot bind the port" in err
     assert b"search worker started" not in err
+
+
+async def test_worker_and_thread_counts_below_one_are_refused() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LWDOCK_")}
+    for flags, extra, message in (
+        (["--workers", "0"], {}, b"--workers / LWDOCK_SEARCH_WORKERS must be at least 1"),
+        ([], {"LWDOCK_SEARCH_THREADS": "0"}, b"LWDOCK_SEARCH_THREADS must be at least 1"),
+    ):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "search_service",
+            *flags,
+            env={**env, **extra},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 2 and message in err
