@@ -18,11 +18,14 @@ connection: one client channel talks to one worker, so N workers serve N or more
   CRASH_WINDOW_S of its start CRASH_LIMIT times in a row (it cannot start: a bad setting, a
   port in use) stops the group, exit status 1, for the orchestrator to see.
 - SIGTERM/SIGINT are passed to every worker, each of which shuts down gracefully; workers
-  still running after the drain and grace periods (+ STOP_MARGIN_S) are killed.
+  still running after the drain and grace periods (+ STOP_MARGIN_S) are killed. A supervisor
+  that dies without that (SIGKILL) takes its workers with it: each is started with the
+  parent-death signal SIGTERM (Linux prctl), so that none is left serving the port alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -59,6 +62,16 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    """In the worker before it runs: SIGTERM when the supervisor dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -98,7 +111,7 @@ class Supervisor:
 
     def _start(self, index: int, quick_exits: int = 0) -> None:
         command, env = self._command(index)
-        process = subprocess.Popen(command, env=env)
+        process = subprocess.Popen(command, env=env, preexec_fn=_terminate_with_parent)
         self.workers[index] = _Worker(index, process, time.monotonic(), quick_exits)
         log.info("search worker started", extra={"worker": index, "pid": process.pid})
 

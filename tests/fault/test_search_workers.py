@@ -126,6 +126,24 @@ async def test_two_workers_share_the_port_follow_the_registry_and_restart(world:
     assert search.logged("search workers stopped")
 
 
+async def test_workers_stop_when_the_supervisor_is_killed(world: World) -> None:
+    """SIGKILL to the supervisor (no chance to stop its workers): the workers get the
+    parent-death signal and shut down, leaving nobody on the port."""
+    search = workers_child(world, "search-orphans")
+    await search.start()
+    await wait_for(lambda: all_synced(search.address, 0), 60)
+    pids = worker_pids(search, 0) + worker_pids(search, 1)
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    assert search.process is not None
+    search.process.send_signal(signal.SIGKILL)
+
+    async def workers_gone() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    await wait_for(workers_gone, 20)
+    assert len(search.logged("stopped")) == 2  # each shut down gracefully
+
+
 async def test_workers_that_cannot_start_stop_the_group(world: World) -> None:
     # An embedding dimension of 0 is refused when a worker builds its index.
     search = workers_child(world, "search-bad", LWDOCK_SEARCH_EMBEDDING_DIMENSION="0")
