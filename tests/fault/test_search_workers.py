@@ -34,7 +34,9 @@ def workers_child(world: World, home_name: str, **env: str) -> Child:
 
 
 @contextlib.asynccontextmanager
-async def channels_by_worker(address: str, workers: int) -> AsyncIterator[dict[int, object]]:
+async def channels_by_worker(
+    address: str, workers: int
+) -> AsyncIterator[dict[int, search_service_pb2_grpc.SearchServiceStub]]:
     """One channel to each worker: separate connections (a local subchannel pool each) are
     opened until every worker has answered on one."""
     found: dict[int, grpc.aio.Channel] = {}
@@ -63,8 +65,7 @@ async def all_synced(address: str, count: int) -> bool:
     try:
         async with channels_by_worker(address, 2) as stubs:
             for stub in stubs.values():
-                request = search_pb.GetIndexStatsRequest()
-                reply = await stub.GetIndexStats(request, timeout=5)  # type: ignore[attr-defined]
+                reply = await stub.GetIndexStats(search_pb.GetIndexStatsRequest(), timeout=5)
                 if not reply.synced or reply.learnware_count != count:
                     return False
     except (AssertionError, grpc.aio.AioRpcError):
@@ -97,7 +98,7 @@ async def test_two_workers_share_the_port_follow_the_registry_and_restart(world:
     # Both workers answer the same search with the same results.
     query = stat_request(spec_at(1.0, 99), page_size=3, max_mixture=3)
     async with channels_by_worker(search.address, 2) as stubs:
-        replies = [await stub.SearchLearnwares(query, timeout=10) for stub in stubs.values()]  # type: ignore[attr-defined]
+        replies = [await stub.SearchLearnwares(query, timeout=10) for stub in stubs.values()]
     assert replies[0].single_results[0].learnware_id == ids[1]
     assert replies[0] == replies[1]
 
