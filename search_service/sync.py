@@ -181,9 +181,11 @@ class RegistryFollower:
                 "learnwares": self.index.learnware_count,
             },
         )
-        await asyncio.to_thread(self.save_snapshot, force=first)
+        # Tell the server first (health SERVING), with nothing awaited since `synced` was
+        # set; the snapshot is written after, so readiness does not wait for the disk.
         if self.on_caught_up is not None:
             await self.on_caught_up()
+        await asyncio.to_thread(self.save_snapshot, force=first)
 
     def _set_synced(self, synced: bool) -> None:
         if synced:
